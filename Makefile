@@ -1,0 +1,63 @@
+# segstream — the two commands of the README:
+#   make demo   installs what is missing, builds, runs the sample
+#   make test   installs what is missing, builds, runs every test
+# Both are idempotent and work as root on a fresh Debian 12 with the Rust toolchain and Python.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+CARGO ?= cargo
+ORT_DIR := .ort/lib
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so
+STAMP := .dev
+
+DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+	libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
+	gstreamer1.0-rtsp libgstrtspserver-1.0-dev
+
+.PHONY: setup deps-deb deps-py ort build demo test test-rust test-python clean-out
+
+setup: deps-deb deps-py ort
+
+# Debian packages: installed only when one is missing.
+deps-deb:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Python tooling (torch, transformers, onnxruntime, ...): pip is quick when all is present.
+deps-py: $(STAMP)/py-deps
+
+$(STAMP)/py-deps: engines/requirements.txt
+	@mkdir -p $(STAMP)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r engines/requirements.txt
+	@touch $@
+
+# The ONNX Runtime library of the PyPI wheel, copied into the project-local folder that
+# the ort backend searches (.ort/lib/libonnxruntime.so).
+ort: $(ORT_LIB)
+
+$(ORT_LIB): $(STAMP)/py-deps
+	@mkdir -p $(ORT_DIR)
+	@src=$$($(PYTHON) -c 'import onnxruntime, os, glob; d = os.path.join(os.path.dirname(onnxruntime.__file__), "capi"); print(sorted(glob.glob(os.path.join(d, "libonnxruntime.so*")))[0])') && \
+		cp "$$src" $(ORT_LIB) && echo "ONNX Runtime: $$src -> $(ORT_LIB)"
+
+build: setup
+	$(CARGO) build --release --workspace
+
+demo: build
+	./target/release/segstream run
+
+test: setup test-rust test-python
+
+test-rust:
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace --no-fail-fast
+
+test-python:
+	$(PYTHON) -m pytest -q tests/python
+
+clean-out:
+	rm -rf out

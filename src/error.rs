@@ -1,0 +1,44 @@
+//! The one error type of the library. Every failure a user can cause (bad model, bad
+//! card, bad frame, missing runtime) has its own variant naming the problem.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model file not found: {0}")]
+    ModelNotFound(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid model card {path}: {msg}")]
+    InvalidCard { path: PathBuf, msg: String },
+    #[error("model does not match the segstream ONNX contract: {0}")]
+    ModelContract(String),
+    #[error("model card and model disagree: {0}")]
+    CardMismatch(String),
+    #[error("ONNX Runtime library not available: {0}")]
+    RuntimeMissing(String),
+    #[error("execution provider {provider} is not available in this ONNX Runtime build: {msg}")]
+    ProviderUnavailable { provider: String, msg: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("invalid frame: {0}")]
+    InvalidFrame(String),
+    #[error("unsupported pixel format: {0}")]
+    UnsupportedFormat(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("invalid RLE: {0}")]
+    InvalidRle(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,21 @@
+//! segstream: real-time Mask2Former segmentation for video.
+//!
+//! The library is the whole product; the GStreamer elements (`elements`) and the
+//! `segstream` command are thin shells over it. One frame goes through pure stages:
+//! [`preprocess`] → [`backend`] → [`postprocess`] → [`segmentation::Segmentation`],
+//! tied together by [`segmenter::Segmenter`].
+
+pub mod backend;
+pub mod elements;
+pub mod error;
+pub mod frame;
+pub mod model;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod render;
+pub mod schema;
+pub mod segmentation;
+pub mod segmenter;
+
+pub use error::{Error, Result};

@@ -1,0 +1,182 @@
+//! CPU preprocess: frame → packed RGB → resize keeping aspect ratio (bilinear with
+//! antialiasing, the same filter as PIL's `Image.resize(BILINEAR)`) → normalize with the
+//! card's mean/std → pad bottom/right with zeros (after normalization, as transformers
+//! pads) → NCHW f32.
+//!
+//! Colour conversion of NV12/I420 uses `yuvutils-rs` (BT.601, limited range, the
+//! GStreamer default for SD/HD raw video without colorimetry); resizing uses
+//! `fast_image_resize` (SIMD convolution resampling matching Pillow's filters).
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use yuvutils_rs::{YuvBiPlanarImage, YuvConversionMode, YuvPlanarImage, YuvRange, YuvStandardMatrix};
+
+use crate::backend::InputTensor;
+use crate::frame::{Frame, PixelFormat};
+use crate::model::CardInput;
+use crate::{Error, Result};
+
+/// Size `(height, width)` of a `h×w` frame resized to fit `H×W` keeping its aspect ratio:
+/// `scale = min(H/h, W/w)`, each side rounded to the nearest pixel and clamped to 1..=H/W.
+pub fn fit_size(frame_h: usize, frame_w: usize, input_h: usize, input_w: usize) -> (usize, usize) {
+    let scale = (input_h as f64 / frame_h as f64).min(input_w as f64 / frame_w as f64);
+    let h = ((frame_h as f64 * scale).round() as usize).clamp(1, input_h);
+    let w = ((frame_w as f64 * scale).round() as usize).clamp(1, input_w);
+    (h, w)
+}
+
+/// Converts any accepted frame into a tightly packed RGB buffer.
+pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let (w, h) = (frame.width, frame.height);
+    out.resize(w * h * 3, 0);
+    let yuv_err = |e: yuvutils_rs::YuvError| Error::InvalidFrame(format!("colour conversion failed: {e}"));
+    match frame.format {
+        PixelFormat::Rgb => {
+            for y in 0..h {
+                let src = &frame.planes[0][y * frame.strides[0]..][..w * 3];
+                out[y * w * 3..][..w * 3].copy_from_slice(src);
+            }
+        }
+        PixelFormat::Rgba | PixelFormat::Bgrx => {
+            let (r, b) = if frame.format == PixelFormat::Rgba { (0, 2) } else { (2, 0) };
+            for y in 0..h {
+                let src = &frame.planes[0][y * frame.strides[0]..][..w * 4];
+                let dst = &mut out[y * w * 3..][..w * 3];
+                for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
+                    d[0] = s[r];
+                    d[1] = s[1];
+                    d[2] = s[b];
+                }
+            }
+        }
+        PixelFormat::Nv12 => {
+            let img = YuvBiPlanarImage {
+                y_plane: frame.planes[0],
+                y_stride: frame.strides[0] as u32,
+                uv_plane: frame.planes[1],
+                uv_stride: frame.strides[1] as u32,
+                width: w as u32,
+                height: h as u32,
+            };
+            yuvutils_rs::yuv_nv12_to_rgb(&img, out, (w * 3) as u32, YuvRange::Limited, YuvStandardMatrix::Bt601, YuvConversionMode::Balanced)
+                .map_err(yuv_err)?;
+        }
+        PixelFormat::I420 => {
+            let img = YuvPlanarImage {
+                y_plane: frame.planes[0],
+                y_stride: frame.strides[0] as u32,
+                u_plane: frame.planes[1],
+                u_stride: frame.strides[1] as u32,
+                v_plane: frame.planes[2],
+                v_stride: frame.strides[2] as u32,
+                width: w as u32,
+                height: h as u32,
+            };
+            yuvutils_rs::yuv420_to_rgb(&img, out, (w * 3) as u32, YuvRange::Limited, YuvStandardMatrix::Bt601).map_err(yuv_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reusable preprocess state: buffers and the resizer live across frames.
+pub struct Preprocessor {
+    input_h: usize,
+    input_w: usize,
+    /// Per channel (in network order): `(x - mean) / std` as `x * scale + bias`.
+    scale: [f32; 3],
+    bias: [f32; 3],
+    /// Network channel `c` reads RGB channel `order[c]`.
+    order: [usize; 3],
+    rgb: Vec<u8>,
+    resized: Vec<u8>,
+    resizer: Resizer,
+    tensor: InputTensor,
+}
+
+impl std::fmt::Debug for Preprocessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preprocessor").field("input", &(self.input_h, self.input_w)).finish()
+    }
+}
+
+impl Preprocessor {
+    pub fn new(input: &CardInput) -> Result<Self> {
+        let (h, w) = (input.height as usize, input.width as usize);
+        if h == 0 || w == 0 || input.mean.len() != 3 || input.std.len() != 3 {
+            return Err(Error::InvalidArgument(format!(
+                "input {h}x{w} with {} mean and {} std values is not a valid network input",
+                input.mean.len(),
+                input.std.len()
+            )));
+        }
+        let order = match input.channel_order.as_str() {
+            "RGB" => [0, 1, 2],
+            "BGR" => [2, 1, 0],
+            other => return Err(Error::InvalidArgument(format!("channel order {other:?} (expected RGB or BGR)"))),
+        };
+        let mut scale = [0.0; 3];
+        let mut bias = [0.0; 3];
+        for c in 0..3 {
+            scale[c] = 1.0 / input.std[c];
+            bias[c] = -input.mean[c] / input.std[c];
+        }
+        Ok(Preprocessor {
+            input_h: h,
+            input_w: w,
+            scale,
+            bias,
+            order,
+            rgb: Vec::new(),
+            resized: Vec::new(),
+            resizer: Resizer::new(),
+            tensor: InputTensor { shape: [1, 3, h, w], data: vec![0.0; 3 * h * w] },
+        })
+    }
+
+    /// Network input size `(height, width)`.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.input_h, self.input_w)
+    }
+
+    /// Preprocess one frame. Returns the input tensor (batch 1) and the valid (unpadded)
+    /// size `(height, width)` of the frame inside it.
+    pub fn run(&mut self, frame: &Frame<'_>) -> Result<(&InputTensor, (usize, usize))> {
+        if frame.width == 0 || frame.height == 0 {
+            return Err(Error::InvalidFrame(format!("zero-sized frame {}x{}", frame.width, frame.height)));
+        }
+        to_rgb(frame, &mut self.rgb)?;
+        let (vh, vw) = fit_size(frame.height, frame.width, self.input_h, self.input_w);
+        self.resized.resize(vh * vw * 3, 0);
+        let resize_err = |e: &dyn std::fmt::Display| Error::InvalidFrame(format!("resize failed: {e}"));
+        if (vh, vw) == (frame.height, frame.width) {
+            self.resized.copy_from_slice(&self.rgb);
+        } else {
+            let src = ImageRef::new(frame.width as u32, frame.height as u32, &self.rgb, PixelType::U8x3)
+                .map_err(|e| resize_err(&e))?;
+            let mut dst = Image::from_slice_u8(vw as u32, vh as u32, &mut self.resized, PixelType::U8x3)
+                .map_err(|e| resize_err(&e))?;
+            let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+            self.resizer.resize(&src, &mut dst, &opts).map_err(|e| resize_err(&e))?;
+        }
+        let (h, w) = (self.input_h, self.input_w);
+        let plane = h * w;
+        let data = &mut self.tensor.data;
+        for c in 0..3 {
+            let (s, b, src_c) = (self.scale[c], self.bias[c], self.order[c]);
+            let out = &mut data[c * plane..(c + 1) * plane];
+            for y in 0..h {
+                let row = &mut out[y * w..(y + 1) * w];
+                if y < vh {
+                    let src = &self.resized[y * vw * 3..(y + 1) * vw * 3];
+                    for (d, px) in row[..vw].iter_mut().zip(src.chunks_exact(3)) {
+                        *d = px[src_c] as f32 * s + b;
+                    }
+                    row[vw..].fill(0.0);
+                } else {
+                    row.fill(0.0);
+                }
+            }
+        }
+        Ok((&self.tensor, (vh, vw)))
+    }
+}

@@ -1,0 +1,133 @@
+//! One frame in, one [`Segmentation`] out: preprocess → backend → postprocess, with the
+//! model card and thresholds in one place. The elements and the CLI call this.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
+use crate::backend::Backend;
+use crate::frame::Frame;
+use crate::model::ModelCard;
+use crate::postprocess::{self, Geometry, Params, Semantics};
+use crate::preprocess::Preprocessor;
+use crate::segmentation::Segmentation;
+use crate::Result;
+
+/// Milliseconds spent in each stage for one frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub postprocess_ms: f64,
+}
+
+/// Everything needed to open a model.
+#[derive(Debug, Clone)]
+pub struct SegmenterConfig {
+    pub model: PathBuf,
+    pub ort: OrtOptions,
+}
+
+impl SegmenterConfig {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        SegmenterConfig { model: model.into(), ort: OrtOptions::default() }
+    }
+}
+
+pub struct Segmenter {
+    card: ModelCard,
+    model_path: PathBuf,
+    backend: Box<dyn Backend>,
+    pre: Preprocessor,
+    params: Params,
+}
+
+impl std::fmt::Debug for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segmenter").field("model", &self.model_path).field("backend", &self.backend.name()).finish()
+    }
+}
+
+impl Segmenter {
+    /// Open a model file and its card (`x.onnx` + `x.json`), checking that they agree.
+    pub fn open(cfg: &SegmenterConfig) -> Result<Self> {
+        let card = ModelCard::load(&ModelCard::path_for_model(&cfg.model)).map_err(|e| match e {
+            crate::Error::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound && !cfg.model.exists() => {
+                let _ = path;
+                crate::Error::ModelNotFound(cfg.model.clone())
+            }
+            other => other,
+        })?;
+        let backend = OrtBackend::open(&cfg.model, &cfg.ort)?;
+        Self::with_backend(card, Box::new(backend), &cfg.model)
+    }
+
+    /// Combine a card with an already opened backend (checks that they agree).
+    pub fn with_backend(card: ModelCard, backend: Box<dyn Backend>, model_path: &Path) -> Result<Self> {
+        let (h, w) = backend.input_size();
+        if (h, w) != (card.input.height as usize, card.input.width as usize) {
+            return Err(crate::Error::CardMismatch(format!(
+                "card says input {}x{}, model takes {h}x{w}",
+                card.input.height, card.input.width
+            )));
+        }
+        let (q, k1) = backend.output_dims();
+        if k1 != card.num_classes() + 1 {
+            return Err(crate::Error::CardMismatch(format!(
+                "card lists {} labels, model outputs {} classes + no-object",
+                card.num_classes(),
+                k1.saturating_sub(1)
+            )));
+        }
+        if q != card.num_queries as usize {
+            return Err(crate::Error::CardMismatch(format!("card says {} queries, model outputs {q}", card.num_queries)));
+        }
+        let params = Params {
+            task: card.defaults.task,
+            score_threshold: card.defaults.score_threshold,
+            overlap_threshold: card.defaults.overlap_threshold,
+            mask_threshold: card.defaults.mask_threshold,
+            ..Params::default()
+        };
+        let pre = Preprocessor::new(&card.input)?;
+        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+    pub fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    /// Segment one frame.
+    pub fn segment(&mut self, frame: &Frame<'_>) -> Result<(Segmentation, Timings)> {
+        let t0 = Instant::now();
+        let (input, valid) = self.pre.run(frame)?;
+        let t1 = Instant::now();
+        let logits = self.backend.infer(input)?;
+        let t2 = Instant::now();
+        let geom = Geometry {
+            input_height: self.card.input.height as usize,
+            input_width: self.card.input.width as usize,
+            valid_height: valid.0,
+            valid_width: valid.1,
+            frame_height: frame.height,
+            frame_width: frame.width,
+            semantics: Semantics::Detectron2,
+        };
+        let seg = postprocess::run(&logits.image(0), &self.card.labels, &geom, &self.params)?;
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))
+    }
+}

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Evaluate the sample model on held-out synthetic frames: PQ / SQ / RQ per class and
+all / things / stuff.
+
+    python engines/eval_sample.py --model out/shapes-m2f                 # PyTorch checkpoint
+    python engines/eval_sample.py --onnx samples/models/shapes.onnx      # ONNX file
+    python engines/eval_sample.py --model out/shapes-m2f --device cuda --json out/pq.json
+    python engines/eval_sample.py --oracle        # ground-truth logits: the pipeline's ceiling
+
+The held-out set is ``shapes.heldout_seeds(--seed, --frames)``: by default 200 frames, 20
+evenly spaced frames from each of 10 clips seeded ``(shapes.HELDOUT_TAG, 1, k)`` -- a seed space
+that neither training nor the sample video uses. Each 640x360 frame is resized to exactly
+288x512, normalized (ImageNet mean/std), run through the model, and post-processed with
+transformers' ``post_process_panoptic_segmentation`` (threshold 0.8, mask threshold 0.5,
+overlap 0.8, stuff labels fused, target size 360x640). Predictions and ground truth are
+written in COCO panoptic format to a temporary folder (or ``--keep DIR``) and scored with
+engines/pq.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import pq  # noqa: E402
+import shapes  # noqa: E402
+
+INPUT_H, INPUT_W = 288, 512
+
+
+def die(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def post_processor():
+    """transformers' Mask2Former image processor (the PIL flavour needs no torchvision)."""
+    import transformers
+    for name in ("Mask2FormerImageProcessorPil", "Mask2FormerImageProcessor", "Mask2FormerImageProcessorFast"):
+        cls = getattr(transformers, name, None)
+        if cls is None:
+            continue
+        try:
+            return cls()
+        except Exception:  # e.g. the torchvision flavour without torchvision
+            continue
+    die("no usable Mask2Former image processor in this transformers")
+
+
+class TorchRunner:
+    def __init__(self, path: str, device: str):
+        import torch
+        from transformers import Mask2FormerForUniversalSegmentation
+        self.torch = torch
+        self.device = torch.device(device)
+        # eager attention everywhere (the backbone would otherwise load as sdpa), as in training and export
+        self.model = Mask2FormerForUniversalSegmentation.from_pretrained(
+            path, attn_implementation="eager").to(self.device).eval()
+        self.num_labels = self.model.config.num_labels
+
+    def __call__(self, pix: np.ndarray, frames=()):
+        torch = self.torch
+        with torch.no_grad():
+            out = self.model(pixel_values=torch.from_numpy(pix).to(self.device))
+        return out.class_queries_logits.float().cpu(), out.masks_queries_logits.float().cpu()
+
+
+class OnnxRunner:
+    def __init__(self, path: str, device: str):
+        import onnxruntime as ort
+        import torch
+        self.torch = torch
+        avail = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in avail:
+                die("--device cuda but onnxruntime has no CUDAExecutionProvider")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        self.sess = ort.InferenceSession(path, providers=providers)
+        inputs = [i.name for i in self.sess.get_inputs()]
+        outputs = [o.name for o in self.sess.get_outputs()]
+        if inputs != ["pixel_values"] or not {"class_queries_logits", "masks_queries_logits"} <= set(outputs):
+            die(f"{path}: expected input pixel_values and outputs class_queries_logits, masks_queries_logits; "
+                f"got {inputs} -> {outputs}")
+        shape = self.sess.get_inputs()[0].shape
+        if shape[2:] != [INPUT_H, INPUT_W] and all(isinstance(d, int) for d in shape[2:]):
+            die(f"{path}: input is {shape[2]}x{shape[3]}, this evaluation feeds {INPUT_H}x{INPUT_W}")
+        self.batch = shape[0] if isinstance(shape[0], int) else None
+        self.num_labels = self.sess.get_outputs()[outputs.index("class_queries_logits")].shape[-1]
+        self.num_labels = self.num_labels - 1 if isinstance(self.num_labels, int) else None
+
+    def __call__(self, pix: np.ndarray, frames=()):
+        torch = self.torch
+        if self.batch is not None and self.batch != pix.shape[0]:
+            outs = [self.sess.run(["class_queries_logits", "masks_queries_logits"], {"pixel_values": pix[i:i + 1]})
+                    for i in range(pix.shape[0])]
+            c = np.concatenate([o[0] for o in outs])
+            m = np.concatenate([o[1] for o in outs])
+        else:
+            c, m = self.sess.run(["class_queries_logits", "masks_queries_logits"], {"pixel_values": pix})
+        return torch.from_numpy(np.asarray(c, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
+
+
+class OracleRunner:
+    """Logits made from the ground truth (one query per segment, masks at 1/4 of the input
+    resolution like the network's): the ceiling that this resolution and post-processing allow."""
+
+    num_labels = shapes.NUM_CLASSES
+
+    def __init__(self, num_queries: int = 20):
+        import torch
+        self.torch = torch
+        self.q = num_queries
+
+    def __call__(self, pix: np.ndarray, frames=()):
+        torch = self.torch
+        n = len(frames)
+        h, w = INPUT_H // 4, INPUT_W // 4
+        cls = torch.zeros(n, self.q, shapes.NUM_CLASSES + 1)
+        cls[:, :, -1] = 10.0
+        masks = torch.full((n, self.q, h, w), -10.0)
+        for b, f in enumerate(frames):
+            small = shapes.resize_ids(f.ids, INPUT_H, INPUT_W)
+            for k, s in enumerate(f.segments[: self.q]):
+                m = torch.from_numpy((small == s["id"]).astype(np.float32))
+                p = torch.nn.functional.avg_pool2d(m[None, None], 4)[0, 0].clamp(1e-4, 1 - 1e-4)
+                masks[b, k] = torch.log(p / (1 - p))
+                cls[b, k, -1] = 0.0
+                cls[b, k, s["category_id"]] = 10.0
+        return cls, masks
+
+
+def to_coco(result: dict) -> tuple[np.ndarray, list[dict]]:
+    """transformers' panoptic result -> (uint32 id map with 0 = unlabelled, segments_info)."""
+    seg = result["segmentation"]
+    ids = seg.cpu().numpy() if hasattr(seg, "cpu") else np.asarray(seg)
+    ids = np.clip(np.rint(ids), 0, None).astype(np.uint32)  # -1 (nothing detected) -> 0
+    present = set(np.unique(ids).tolist())
+    segs = [{"id": int(s["id"]), "category_id": int(s["label_id"]), "iscrowd": 0, "score": float(s["score"])}
+            for s in result["segments_info"] if int(s["id"]) in present]
+    return ids, segs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="PQ of the sample model on held-out synthetic shapes frames.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="checkpoint folder (save_pretrained)")
+    src.add_argument("--onnx", help="ONNX model file (input pixel_values [N,3,288,512])")
+    src.add_argument("--oracle", action="store_true",
+                     help="no model: logits made from the ground truth at 1/4 input resolution (the ceiling)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--frames", type=int, default=200, help="held-out frames")
+    ap.add_argument("--seed", type=int, default=shapes.HELDOUT_SEED, help="held-out seed")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--mask-threshold", type=float, default=0.5)
+    ap.add_argument("--overlap", type=float, default=0.8, help="overlap_mask_area_threshold")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--json", help="write the figures to this JSON file")
+    ap.add_argument("--keep", help="write ground truth and predictions here instead of a temporary folder")
+    a = ap.parse_args(argv)
+    if a.frames < 1 or a.batch_size < 1:
+        die("--frames and --batch-size must be >= 1")
+    if a.seed < 0:
+        die(f"--seed must be >= 0, got {a.seed}")
+    for n, v in (("--threshold", a.threshold), ("--mask-threshold", a.mask_threshold), ("--overlap", a.overlap)):
+        if not 0.0 <= v <= 1.0:
+            die(f"{n} must be in 0..1, got {v}")
+    if not (a.device == "cpu" or a.device == "cuda" or a.device.startswith("cuda:")):
+        die(f"--device must be cpu or cuda, got {a.device!r}")
+    path = a.model or a.onnx or "oracle"
+    if a.model and not os.path.isfile(os.path.join(a.model, "config.json")):
+        die(f"{a.model} is not a checkpoint folder (no config.json)")
+    if a.onnx and not os.path.isfile(a.onnx):
+        die(f"{a.onnx} does not exist")
+
+    import torch
+    import transformers
+    transformers.logging.set_verbosity_error()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.device.startswith("cuda") and a.model and not torch.cuda.is_available():
+        die("--device cuda but torch sees no CUDA device")
+    if a.oracle:
+        runner = OracleRunner()
+    else:
+        runner = TorchRunner(a.model, a.device) if a.model else OnnxRunner(a.onnx, a.device)
+    if runner.num_labels is not None and runner.num_labels != shapes.NUM_CLASSES:
+        die(f"{path} predicts {runner.num_labels} classes, the shapes label set has {shapes.NUM_CLASSES}")
+    proc = post_processor()
+
+    work = a.keep or tempfile.mkdtemp(prefix="segstream-eval-")
+    gt_dir, pred_dir = os.path.join(work, "gt"), os.path.join(work, "pred")
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(pred_dir, exist_ok=True)
+
+    items = shapes.heldout_seeds(a.seed, a.frames)
+    clips: dict = {}
+    gt_anns, pred_anns, images = [], [], []
+    t_model = 0.0
+    t0 = time.time()
+    for b0 in range(0, len(items), a.batch_size):
+        batch = items[b0:b0 + a.batch_size]
+        frames = []
+        for cseed, fi in batch:
+            if cseed not in clips:
+                clips.clear()
+                clips[cseed] = shapes.Clip(cseed, num_frames=shapes.HELDOUT_CLIP_FRAMES)
+            frames.append(clips[cseed].frame(fi))
+        pix = np.stack([shapes.normalize(shapes.resize_rgb(f.rgb, INPUT_H, INPUT_W)) for f in frames])
+        t = time.time()
+        cls_logits, mask_logits = runner(pix, frames)
+        t_model += time.time() - t
+        outs = types.SimpleNamespace(class_queries_logits=cls_logits, masks_queries_logits=mask_logits)
+        results = proc.post_process_panoptic_segmentation(
+            outs, threshold=a.threshold, mask_threshold=a.mask_threshold,
+            overlap_mask_area_threshold=a.overlap, label_ids_to_fuse=set(shapes.STUFF_IDS),
+            target_sizes=[fr.rgb.shape[:2] for fr in frames])
+        for k, (f, r) in enumerate(zip(frames, results)):
+            iid = b0 + k
+            name = f"{iid:05d}.png"
+            Image.fromarray(f.panoptic_png()).save(os.path.join(gt_dir, name), compress_level=1)
+            gt_anns.append(shapes.coco_annotation(f, iid, name))
+            ids, segs = to_coco(r)
+            Image.fromarray(pq.id2rgb(ids)).save(os.path.join(pred_dir, name), compress_level=1)
+            pred_anns.append({"image_id": iid, "file_name": name, "segments_info": segs})
+            cseed, fi = batch[k]
+            images.append({"id": iid, "file_name": name, "width": f.rgb.shape[1], "height": f.rgb.shape[0],
+                           "clip_seed": list(cseed), "frame_index": fi})
+        done = min(b0 + a.batch_size, len(items))
+        if sys.stderr.isatty():
+            print(f"\r{done}/{len(items)} frames", end="" if done < len(items) else "\n", file=sys.stderr, flush=True)
+        elif done == len(items) or (b0 // a.batch_size) % 10 == 9:
+            print(f"{done}/{len(items)} frames", file=sys.stderr, flush=True)
+    cats = shapes.coco_categories()
+    gt_json = {"images": images, "annotations": gt_anns, "categories": cats}
+    pred_json = {"images": images, "annotations": pred_anns, "categories": cats}
+    for name, js in (("gt.json", gt_json), ("pred.json", pred_json)):
+        with open(os.path.join(work, name), "w") as f:
+            json.dump(js, f)
+    res = pq.pq_compute(os.path.join(work, "gt.json"), os.path.join(work, "pred.json"), gt_dir, pred_dir)
+    wall = time.time() - t0
+    print(pq.format_table(res))
+    print(f"\nmodel {path} on {a.device}: {len(items)} held-out frames (seed {a.seed}), "
+          f"model time {t_model:.1f} s ({len(items) / max(t_model, 1e-9):.1f} frames/s), total {wall:.1f} s")
+    if a.json:
+        res["meta"] = {"model": path, "kind": "pytorch" if a.model else "onnx" if a.onnx else "oracle", "device": a.device,
+                       "frames": len(items), "heldout_seed": a.seed, "input": [INPUT_H, INPUT_W],
+                       "threshold": a.threshold, "mask_threshold": a.mask_threshold, "overlap": a.overlap,
+                       "label_ids_to_fuse": list(shapes.STUFF_IDS), "transformers": transformers.__version__,
+                       "torch": torch.__version__, "model_s": round(t_model, 2), "wall_s": round(wall, 2)}
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+    if not a.keep:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Train the small sample Mask2Former on synthetic "shapes" frames generated on the fly.
+
+    python engines/train_sample.py --out out/shapes-m2f            # CPU: 1000 steps, ~1 h on 2 idle cores
+    python engines/train_sample.py --out out/shapes-m2f --device cuda --steps 6000 --batch-size 16 \\
+        --lr 4e-4 --warmup 200 --workers 14 --log-every 50 --time-budget-s 390
+
+The model is transformers' ``Mask2FormerForUniversalSegmentation`` (Swin backbone, small
+widths, trained from scratch) with its built-in loss (Hungarian matching, class + mask + dice
+losses, auxiliary losses per decoder layer). Input: a 640x360 frame resized to exactly
+288x512 (no padding), rescaled by 1/255 and normalized with the ImageNet mean/std.
+
+Sample k is a frame of training clip ``(shapes.TRAIN_TAG, --seed, k // 2)``, a seed space disjoint
+from the sample video (seed 7) and from the held-out set ``(shapes.HELDOUT_TAG, ...)``; sample
+k is the same whatever the number of data workers, so a CPU run is deterministic for a seed.
+The learning rate follows a linear warm-up then a cosine decay over ``--steps``; with
+``--time-budget-s`` the decay follows whichever is further along, the steps or the clock, so a
+time-limited run still ends annealed. At the end (or when the budget runs out, or on Ctrl-C)
+it writes the checkpoint (``save_pretrained``, with id2label/label2id and thing_ids), the
+preprocessing in ``preprocessor_config.json`` (transformers' format), and ``train_log.json``
+(loss every ``--log-every`` steps, wall time, settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+import shapes  # noqa: E402
+
+INPUT_H, INPUT_W = 288, 512
+
+
+def die(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def build_config(num_queries: int = 20, hidden: int = 96, embed_dim: int = 48,
+                 depths=(1, 1, 2, 1), encoder_layers: int = 2, decoder_layers: int = 4,
+                 train_num_points: int = 4096):
+    """The small Mask2Former config (long-standing transformers APIs only)."""
+    from transformers import Mask2FormerConfig, SwinConfig
+
+    heads = [max(1, embed_dim * 2 ** i // 24) for i in range(4)]  # 24-dim heads
+    backbone = SwinConfig(
+        image_size=[INPUT_H, INPUT_W],
+        patch_size=4,
+        embed_dim=embed_dim,
+        depths=list(depths),
+        num_heads=heads,
+        window_size=8,
+        drop_path_rate=0.0,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    id2label = {l["id"]: l["name"] for l in shapes.LABELS}
+    cfg = Mask2FormerConfig(
+        backbone_config=backbone,
+        feature_size=hidden,
+        mask_feature_size=hidden,
+        hidden_dim=hidden,
+        encoder_feedforward_dim=hidden * 4,
+        dim_feedforward=hidden * 4,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        num_attention_heads=4,
+        num_queries=num_queries,
+        train_num_points=train_num_points,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        thing_ids=list(shapes.THING_IDS),  # isthing is not a standard config field; engines/export.py reads this
+    )
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+class ShapesDataset:
+    """Map-style dataset. Item k is frame ``f_k`` of training clip ``(TRAIN_TAG, seed, k // per_clip)``,
+    with ``f_k`` drawn from ``(TRAIN_TAG, seed, k)``: consecutive items share a clip (its
+    background is built once per worker), and item k never depends on the worker count."""
+
+    def __init__(self, seed: int, length: int, per_clip: int = 2, clip_frames: int = 90):
+        self.seed = seed
+        self.length = length
+        self.per_clip = per_clip
+        self.clip_frames = clip_frames
+        self._clip = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int):
+        """(rgb HxWx3 uint8, index map HxW uint8 with 255 = VOID, classes K int64): compact, so that
+        batches move between processes cheaply; normalization and masks are made on the device."""
+        import torch
+        cseed = shapes.train_seed(self.seed, k // self.per_clip)
+        if self._clip is None or tuple(self._clip.seed) != cseed:
+            self._clip = shapes.Clip(cseed, num_frames=self.clip_frames)
+        f = int(np.random.default_rng(list(shapes.train_seed(self.seed, k))).integers(0, self.clip_frames))
+        rgb, index, classes = shapes.training_arrays(cseed, INPUT_H, INPUT_W, frame=f, clip=self._clip)
+        return torch.from_numpy(rgb), torch.from_numpy(index), torch.from_numpy(classes)
+
+
+def collate(items):
+    import torch
+    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
+
+
+def to_model_inputs(rgb, index, classes, device):
+    """uint8 batch -> pixel_values (rescale 1/255, ImageNet mean/std), mask_labels, class_labels."""
+    import torch
+    mean = torch.tensor(shapes.IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(shapes.IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    rgb = rgb.to(device, non_blocking=True)
+    index = index.to(device, non_blocking=True)
+    pix = (rgb.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    masks, labels = [], []
+    for b, c in enumerate(classes):
+        k = torch.arange(len(c), device=device, dtype=torch.uint8)
+        masks.append((index[b][None] == k[:, None, None]).float())
+        labels.append(c.to(device, non_blocking=True))
+    return pix.contiguous(), masks, labels
+
+
+def lr_at(progress: float, base: float, step: int, warmup_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine from ``base`` down to 2% of it at progress 1."""
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    p = min(1.0, max(0.0, progress))
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def save_preprocessor(out: str) -> None:
+    """preprocessor_config.json: exact resize to 288x512 (no padding), 1/255, ImageNet mean/std."""
+    import transformers
+    kw = dict(do_resize=True, size={"height": INPUT_H, "width": INPUT_W}, do_rescale=True, rescale_factor=1 / 255,
+              do_normalize=True, image_mean=list(shapes.IMAGENET_MEAN), image_std=list(shapes.IMAGENET_STD),
+              ignore_index=255, num_labels=shapes.NUM_CLASSES, do_pad=False)
+    for name in ("Mask2FormerImageProcessorPil", "Mask2FormerImageProcessor"):
+        cls = getattr(transformers, name, None)
+        try:
+            cls(**kw).save_pretrained(out)
+            return
+        except Exception:
+            continue
+    with open(os.path.join(out, "preprocessor_config.json"), "w") as f:  # same content, written by hand
+        json.dump({"image_processor_type": "Mask2FormerImageProcessor", "resample": 2, "size_divisor": 32, **kw},
+                  f, indent=2)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Train the small sample Mask2Former on synthetic shapes frames.")
+    ap.add_argument("--out", required=True, help="output folder (checkpoint, train_log.json)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+    ap.add_argument("--steps", type=int, default=1000,
+                    help="optimizer steps (the default fits in about an hour on 2 idle CPU cores; see engines/README.md)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=4e-4, help="peak AdamW learning rate")
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    ap.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (model init and training clips)")
+    ap.add_argument("--workers", type=int, default=0, help="data-generation worker processes (0: in the main process)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--time-budget-s", type=float, default=0.0,
+                    help="stop cleanly, saving the checkpoint, when this much wall time has passed (0: no limit)")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA (off by default)")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--num-queries", type=int, default=20)
+    ap.add_argument("--hidden", type=int, default=96, help="hidden_dim = feature_size = mask_feature_size")
+    ap.add_argument("--embed-dim", type=int, default=48, help="Swin embed_dim")
+    ap.add_argument("--decoder-layers", type=int, default=4, help="Mask2Former decoder_layers (masked-attention layers + 1)")
+    ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
+    ap.add_argument("--train-num-points", type=int, default=4096, help="points sampled per mask in the loss")
+    a = ap.parse_args(argv)
+    if a.steps < 1:
+        die(f"--steps must be >= 1, got {a.steps}")
+    if a.batch_size < 1:
+        die(f"--batch-size must be >= 1, got {a.batch_size}")
+    if not (a.lr > 0):
+        die(f"--lr must be positive, got {a.lr}")
+    if a.seed < 0:
+        die(f"--seed must be >= 0, got {a.seed}")
+    if a.workers < 0:
+        die(f"--workers must be >= 0, got {a.workers}")
+    if a.time_budget_s < 0:
+        die(f"--time-budget-s must be >= 0, got {a.time_budget_s}")
+    if a.warmup < 0 or a.log_every < 1:
+        die("--warmup must be >= 0 and --log-every >= 1")
+    if not (a.device == "cpu" or a.device == "cuda" or a.device.startswith("cuda:")):
+        die(f"--device must be cpu or cuda, got {a.device!r}")
+    if a.hidden % 4 or a.hidden < 16:
+        die(f"--hidden must be a multiple of 4 (4 attention heads) and >= 16, got {a.hidden}")
+    if a.embed_dim % 24:
+        die(f"--embed-dim must be a multiple of 24 (24-dim Swin heads), got {a.embed_dim}")
+    if a.decoder_layers < 2 or a.encoder_layers < 1 or a.num_queries < 1 or a.train_num_points < 16:
+        die("need --decoder-layers >= 2, --encoder-layers >= 1, --num-queries >= 1, --train-num-points >= 16")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    t_start = time.time()
+
+    import torch
+    import transformers
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        die("--device cuda but torch sees no CUDA device")
+    if a.amp and not a.device.startswith("cuda"):
+        die("--amp needs --device cuda")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # costly and not needed
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed input size
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+
+    os.makedirs(a.out, exist_ok=True)
+    transformers.logging.set_verbosity_error()
+    cfg = build_config(a.num_queries, a.hidden, a.embed_dim, encoder_layers=a.encoder_layers,
+                       decoder_layers=a.decoder_layers, train_num_points=a.train_num_points)
+    model = Mask2FormerForUniversalSegmentation(cfg).to(device)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+
+    decay, no_decay = [], []  # no weight decay on norms, biases, embeddings and tables
+    no_decay_suffix = ("relative_position_bias_table", "level_embed", "level_embed.weight", "queries_embedder.weight",
+                       "queries_features.weight", "position_embeddings")
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or n.endswith(no_decay_suffix) else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.999))
+
+    workers = a.workers
+    if workers and os.path.isdir("/dev/shm"):
+        # worker batches travel through /dev/shm: keep the prefetched ones (2 per worker) well inside it
+        import shutil
+        batch_bytes = a.batch_size * INPUT_H * INPUT_W * 4 + 4096
+        free = shutil.disk_usage("/dev/shm").free
+        fit = int(free // (3 * 2 * batch_bytes))
+        if fit < workers:
+            print(f"warning: /dev/shm has {free / 1e6:.0f} MB free; using {max(fit, 0)} data workers "
+                  f"instead of {workers}", file=sys.stderr)
+            workers = max(fit, 0)
+    ds = ShapesDataset(a.seed, a.steps * a.batch_size)
+    dl = torch.utils.data.DataLoader(
+        ds, batch_size=a.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        persistent_workers=False, prefetch_factor=2 if workers else None,
+        pin_memory=device.type == "cuda", drop_last=False)
+
+    log = {"args": vars(a), "torch": torch.__version__, "transformers": transformers.__version__,
+           "python": platform.python_version(), "device": str(device),
+           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+           "params": n_params, "input": [INPUT_H, INPUT_W], "train_seeds": f"(TRAIN_TAG={shapes.TRAIN_TAG}, {a.seed}, k)",
+           "workers": workers, "loss": [], "stopped": "steps"}
+    print(f"model: {n_params / 1e6:.2f} M parameters, device {device}, batch {a.batch_size}, "
+          f"steps {a.steps}, workers {workers}", file=sys.stderr)
+
+    t_train = time.time()
+    step = 0
+    window_loss, window_n, window_t = 0.0, 0, time.time()
+    data_wait = 0.0
+    try:
+        t_fetch = time.time()
+        for rgb, index, classes in dl:
+            data_wait += time.time() - t_fetch
+            elapsed = time.time() - t_start
+            if a.time_budget_s and elapsed > a.time_budget_s:
+                log["stopped"] = "time budget"
+                break
+            progress = step / a.steps
+            if a.time_budget_s:
+                progress = max(progress, elapsed / a.time_budget_s)
+            lr = lr_at(progress, a.lr, step, a.warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            pix, masks, classes = to_model_inputs(rgb, index, classes, device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=a.amp):
+                out = model(pixel_values=pix, mask_labels=masks, class_labels=classes)
+            loss = out.loss
+            if not torch.isfinite(loss):  # keep the last good weights
+                log["stopped"] = f"non-finite loss at step {step}"
+                print(f"error: loss is {loss.item()} at step {step}; saving the weights of step {step}",
+                      file=sys.stderr)
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
+            opt.step()
+            step += 1
+            window_loss += loss.item()
+            window_n += 1
+            if step % a.log_every == 0 or step == a.steps:
+                now = time.time()
+                rate = window_n / (now - window_t)
+                entry = {"step": step, "loss": window_loss / window_n, "lr": lr, "wall_s": round(now - t_start, 2),
+                         "steps_per_s": round(rate, 4), "data_wait_s": round(data_wait, 2)}
+                log["loss"].append(entry)
+                print(f"step {step:6d}/{a.steps}  loss {entry['loss']:.4f}  lr {lr:.2e}  {rate:.2f} steps/s  "
+                      f"({1 / rate:.2f} s/step, waited {data_wait:.1f} s for data)  t={now - t_start:.0f}s",
+                      file=sys.stderr, flush=True)
+                window_loss, window_n, window_t = 0.0, 0, now
+            if step >= a.steps:
+                break
+            t_fetch = time.time()
+    except KeyboardInterrupt:
+        log["stopped"] = "interrupted"
+        print("interrupted: saving the checkpoint", file=sys.stderr)
+
+    log["steps_done"] = step
+    log["train_s"] = round(time.time() - t_train, 2)
+    log["wall_s"] = round(time.time() - t_start, 2)
+    log["data_wait_s"] = round(data_wait, 2)
+    model.eval()
+    model.to("cpu")
+    model.save_pretrained(a.out)
+    save_preprocessor(a.out)
+    with open(os.path.join(a.out, "train_log.json"), "w") as f:
+        json.dump(log, f, indent=2)
+    print(f"saved {a.out} after {step} steps ({log['stopped']}), {log['wall_s']:.0f} s", file=sys.stderr)
+    return 1 if log["stopped"].startswith("non-finite") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

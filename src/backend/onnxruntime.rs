@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::ep::ExecutionProvider as _;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
@@ -81,10 +80,15 @@ pub fn library_candidates() -> Vec<PathBuf> {
     v
 }
 
-static RUNTIME: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+static RUNTIME: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
 
-/// Load the ONNX Runtime library once per process; later calls return the first answer.
+/// Load the ONNX Runtime library once per process and return the path it came from;
+/// later calls return the first answer.
 pub fn ensure_runtime() -> Result<PathBuf> {
+    runtime().map(|(p, _)| p)
+}
+
+fn runtime() -> Result<(PathBuf, ort::environment::Environment)> {
     RUNTIME
         .get_or_init(|| {
             let candidates = library_candidates();
@@ -99,8 +103,10 @@ pub fn ensure_runtime() -> Result<PathBuf> {
             // Fall back to the system loader path.
             let path = chosen.unwrap_or_else(|| PathBuf::from(LIB_NAME));
             match ort::init_from(&path) {
-                // The environment itself is created lazily by the first session.
-                Ok(_environment_builder) => Ok(path),
+                Ok(builder) => match builder.with_name("segstream").build() {
+                    Ok(env) => Ok((path, env)),
+                    Err(e) => Err(format!("ONNX Runtime loaded from {} but its environment failed: {e}", path.display())),
+                },
                 Err(e) => Err(format!(
                     "could not load {} ({e}). Install it with `make setup` (copies the library of the PyPI \
                      `onnxruntime` wheel into .ort/lib/), or set ORT_DYLIB_PATH to a libonnxruntime.so",
@@ -146,14 +152,14 @@ impl OrtBackend {
         if !model.is_file() {
             return Err(Error::ModelNotFound(model.to_path_buf()));
         }
-        ensure_runtime()?;
+        let (_, env) = runtime()?;
         let level = match opts.optimization_level {
             0 => GraphOptimizationLevel::Disable,
             1 => GraphOptimizationLevel::Level1,
             2 => GraphOptimizationLevel::Level2,
             _ => GraphOptimizationLevel::Level3,
         };
-        let mut builder = Session::builder()
+        let mut builder = Session::builder(&env)
             .map_err(ort_err)?
             .with_optimization_level(level)
             .map_err(|e| ort_err(e.to_string()))?;

@@ -162,6 +162,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Train the small sample Mask2Former on synthetic shapes frames.")
     ap.add_argument("--out", required=True, help="output folder (checkpoint, train_log.json)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+    ap.add_argument("--init", help="continue training from this checkpoint folder instead of a fresh model")
     ap.add_argument("--steps", type=int, default=1000,
                     help="optimizer steps (the default fits in about an hour on 2 idle CPU cores; see engines/README.md)")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -237,7 +238,11 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     cfg = build_config(a.num_queries, a.hidden, a.embed_dim, encoder_layers=a.encoder_layers,
                        decoder_layers=a.decoder_layers, train_num_points=a.train_num_points)
-    model = Mask2FormerForUniversalSegmentation(cfg).to(device)
+    if a.init:
+        # Continue from an earlier checkpoint (its architecture wins over the size flags).
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(a.init, attn_implementation="eager").to(device)
+    else:
+        model = Mask2FormerForUniversalSegmentation(cfg).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
 

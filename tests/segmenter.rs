@@ -171,3 +171,37 @@ fn segmenter_runs_every_format_end_to_end() {
     let u = vec![128u8; w * h / 4];
     s.segment(&Frame::new(PixelFormat::I420, w, h, [&y, &u, &u], [w, w / 2, w / 2]).unwrap()).unwrap();
 }
+
+mod common;
+
+/// The sample model under ONNX Runtime reproduces the PyTorch logits recorded in the
+/// golden cases (same pixel_values): relative error ≤ 1e-4 on both outputs.
+#[test]
+fn sample_model_matches_pytorch_logits() {
+    if !runtime() {
+        return;
+    }
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/models/shapes-m2f.onnx");
+    let mut b = OrtBackend::open(&model, &OrtOptions { intra_threads: Some(2), ..Default::default() }).unwrap();
+    let mut checked = 0;
+    for case in common::golden_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("shapes-") || !case.join("pixel_values.npy").is_file() {
+            continue;
+        }
+        let (shape, data) = common::read_npy_f32(&case.join("pixel_values.npy"));
+        let input = InputTensor { shape: [shape[0], shape[1], shape[2], shape[3]], data };
+        let out = b.infer(&input).unwrap();
+        for (file, got) in [("class_queries_logits.npy", &out.class_logits), ("masks_queries_logits.npy", &out.mask_logits)] {
+            let (_, want) = common::read_npy_f32(&case.join(file));
+            assert_eq!(want.len(), got.len(), "{name} {file}");
+            let num: f64 = want.iter().zip(got.iter()).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            let den: f64 = want.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            let rel = num / den.max(1e-12);
+            println!("{name} {file}: relative error {rel:.2e}");
+            assert!(rel <= 1e-4, "{name} {file}: relative error {rel}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "no sample-model golden case with pixel_values.npy");
+}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::segmentation::{Segmentation, Task};
+use crate::segmentation::{Rle, Segmentation, Task};
 use crate::segmenter::Timings;
 
 pub const FRAME_SCHEMA: &str = "segstream.frame/1";
@@ -59,4 +59,72 @@ pub struct FrameInfo {
     pub model: String,
     pub timings: Timings,
     pub stale: bool,
+}
+
+impl RleJson {
+    /// The JSON form of an RLE (compressed counts string).
+    pub fn from_rle(rle: &Rle) -> RleJson {
+        RleJson { size: rle.size, counts: rle.to_compressed() }
+    }
+
+    /// Back to run lengths (checks that they cover the mask).
+    pub fn to_rle(&self) -> crate::Result<Rle> {
+        Rle::from_compressed(&self.counts, self.size[0] as usize, self.size[1] as usize)
+    }
+}
+
+impl FrameRecord {
+    /// The record of one frame: every segment with its mask as COCO compressed RLE of
+    /// the pixels that hold its id in the id map (for instance results: the visible
+    /// part; `area` and `bbox` are the instance's whole mask, see [`Segment`]).
+    ///
+    /// [`Segment`]: crate::segmentation::Segment
+    pub fn new(seg: &Segmentation, info: &FrameInfo) -> FrameRecord {
+        let rles = seg.rles();
+        let segments = seg
+            .segments
+            .iter()
+            .zip(&rles)
+            .map(|(s, rle)| SegmentRecord {
+                id: s.id,
+                label_id: s.label_id,
+                label: s.label.clone(),
+                score: s.score,
+                is_thing: s.is_thing,
+                area: s.area,
+                bbox: s.bbox,
+                track_id: s.track_id,
+                mask: RleJson::from_rle(rle),
+            })
+            .collect();
+        FrameRecord {
+            schema: FRAME_SCHEMA.to_string(),
+            stream: info.stream.clone(),
+            frame: info.frame,
+            pts: info.pts,
+            width: seg.width,
+            height: seg.height,
+            model: info.model.clone(),
+            task: seg.task,
+            timings: info.timings,
+            stale: info.stale,
+            segments,
+        }
+    }
+
+    /// One line of JSON Lines (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serializing these plain types cannot fail; non-finite floats (a NaN score or
+        // timing) become `null` rather than an error.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"schema\":\"{FRAME_SCHEMA}\",\"error\":{:?}}}", e.to_string()))
+    }
+
+    /// Parse one line, checking the schema tag.
+    pub fn from_json_line(line: &str) -> crate::Result<FrameRecord> {
+        let r: FrameRecord = serde_json::from_str(line).map_err(|e| crate::Error::InvalidArgument(format!("invalid frame record: {e}")))?;
+        if r.schema != FRAME_SCHEMA {
+            return Err(crate::Error::InvalidArgument(format!("frame record schema {:?}, expected {FRAME_SCHEMA:?}", r.schema)));
+        }
+        Ok(r)
+    }
 }

@@ -1,0 +1,358 @@
+//! `segstream run`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use segstream::pipeline::{
+    self, percentile, ElementSettings, Outcome, Outputs, Probe, RunReport, Source, IMAGE_EXTENSIONS, INTERRUPTED,
+    VIDEO_EXTENSIONS,
+};
+use segstream::segmentation::Task;
+use segstream::elements::mask2former::{open_segmenter, DeviceSetting};
+use segstream::segmenter::SegmenterConfig;
+
+use super::{fail, find_shipped, SAMPLE_MODEL, SAMPLE_VIDEO};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Video files, folders (every video in them), images, URIs (rtsp://, http://,
+    /// file://) or cameras (/dev/video0). Default: the shipped sample.
+    pub inputs: Vec<String>,
+    /// Overlay output (.mp4, .mkv, .mov, .png, .jpg); a folder with several inputs.
+    /// Default: out/NAME.mp4 (out/NAME.png for an image).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// JSON Lines output (one segstream.frame/1 record per frame); a folder with several
+    /// inputs. Default: the overlay output with the extension .jsonl (out/NAME.jsonl).
+    #[arg(long, value_name = "OUT.jsonl")]
+    pub json: Option<PathBuf>,
+    /// Write no overlay video, only the JSON Lines.
+    #[arg(long, conflicts_with = "output")]
+    pub no_overlay: bool,
+    /// Model file (.onnx with its .json card). Default: the shipped sample model.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<PathBuf>,
+    /// Task (default: the model card's).
+    #[arg(long, value_parser = ["panoptic", "instance", "semantic"])]
+    pub task: Option<String>,
+    /// Minimum score of a kept segment, 0..1 (default: the model card's).
+    #[arg(long, value_parser = parse_unit)]
+    pub score_threshold: Option<f32>,
+    /// ONNX Runtime intra-op threads (0 = its default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Seconds to wait for a source to answer and for the first frame (and, for live
+    /// sources, the longest gap between frames).
+    #[arg(long, default_value_t = 20.0, value_parser = parse_secs)]
+    pub timeout: f64,
+}
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is outside 0..1")) }
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v < 1e6 { Ok(v) } else { Err(format!("{v} must be a positive number of seconds")) }
+}
+
+fn media_ext(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VIDEO_EXTENSIONS.iter().chain(IMAGE_EXTENSIONS).any(|x| x.eq_ignore_ascii_case(e)) || e == "jsonl")
+}
+
+/// Output paths of every source (see `RunArgs` for the rules).
+fn plan_outputs(sources: &[Source], args: &RunArgs) -> Result<Vec<Outputs>> {
+    let default_dir = PathBuf::from("out");
+    let ext_for = |s: &Source| if s.is_image() { "png" } else { "mp4" };
+    if sources.len() == 1 {
+        let s = &sources[0];
+        let stem = s.stem();
+        let video = if args.no_overlay {
+            None
+        } else {
+            Some(match &args.output {
+                Some(o) if o.is_dir() => o.join(format!("{stem}.{}", ext_for(s))),
+                Some(o) => o.clone(),
+                None => default_dir.join(format!("{stem}.{}", ext_for(s))),
+            })
+        };
+        let json = match &args.json {
+            Some(j) if j.is_dir() => j.join(format!("{stem}.jsonl")),
+            Some(j) => j.clone(),
+            None => match &video {
+                Some(v) => v.with_extension("jsonl"),
+                None => default_dir.join(format!("{stem}.jsonl")),
+            },
+        };
+        if video.as_ref() == Some(&json) {
+            bail!("the overlay and JSON outputs are the same file {}", json.display());
+        }
+        return Ok(vec![Outputs { video, json: Some(json) }]);
+    }
+    for (flag, p) in [("-o", &args.output), ("--json", &args.json)] {
+        if let Some(p) = p
+            && !p.is_dir()
+            && media_ext(p)
+        {
+            bail!("with several inputs, {flag} names a folder, not a file ({})", p.display());
+        }
+    }
+    let vdir = args.output.clone().unwrap_or_else(|| default_dir.clone());
+    let jdir = args.json.clone().unwrap_or_else(|| vdir.clone());
+    let mut used = HashSet::new();
+    Ok(sources
+        .iter()
+        .map(|s| {
+            let mut stem = s.stem();
+            let mut n = 1;
+            while !used.insert(stem.clone()) {
+                n += 1;
+                stem = format!("{}-{n}", s.stem());
+            }
+            Outputs {
+                video: (!args.no_overlay).then(|| vdir.join(format!("{stem}.{}", ext_for(s)))),
+                json: Some(jdir.join(format!("{stem}.jsonl"))),
+            }
+        })
+        .collect())
+}
+
+/// One input of a batch, and how it went.
+struct Item {
+    source: Source,
+    outputs: Outputs,
+    probe: Result<Probe, String>,
+    report: Option<RunReport>,
+}
+
+impl Item {
+    fn error(&self) -> Option<String> {
+        match (&self.probe, &self.report) {
+            (Err(e), _) => Some(e.clone()),
+            (_, Some(RunReport { outcome: Outcome::Failed(e), .. })) => Some(e.clone()),
+            _ => None,
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+fn run_inner(args: RunArgs) -> Result<ExitCode> {
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let inputs = if args.inputs.is_empty() {
+        let sample = find_shipped(SAMPLE_VIDEO)
+            .ok_or_else(|| anyhow!("no INPUT given and the sample {SAMPLE_VIDEO} was not found"))?;
+        vec![sample.to_string_lossy().into_owned()]
+    } else {
+        args.inputs.clone()
+    };
+
+    // 1. Inputs exist.
+    let mut sources = Vec::new();
+    for i in &inputs {
+        sources.extend(Source::expand(i)?);
+    }
+    // 2. Outputs can be written.
+    let plans = plan_outputs(&sources, &args)?;
+    for o in &plans {
+        o.check_writable()?;
+    }
+    // 3. Inputs open and hold video (a failing input of a batch is reported, the rest go on).
+    let batch = sources.len() > 1;
+    let mut items: Vec<Item> = Vec::new();
+    for (source, outputs) in sources.into_iter().zip(plans) {
+        let probe = pipeline::probe(&source, timeout).map_err(|e| e.to_string());
+        if let Err(e) = &probe {
+            if !batch {
+                bail!("{e}");
+            }
+            eprintln!("segstream: error: {}", pipeline::one_line(e));
+        }
+        items.push(Item { source, outputs, probe, report: None });
+    }
+    if items.iter().all(|i| i.probe.is_err()) {
+        bail!("none of the {} inputs could be opened", items.len());
+    }
+    // 4. The model, opened once for all inputs.
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => find_shipped(SAMPLE_MODEL).ok_or_else(|| {
+            anyhow!("model not found: {SAMPLE_MODEL} (not shipped in this checkout?); pass --model MODEL.onnx")
+        })?,
+    };
+    if !model.is_file() {
+        bail!("model not found: {}", model.display());
+    }
+    let mut cfg = SegmenterConfig::new(&model);
+    cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
+    let mut segmenter = Some(open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?);
+    let task: Option<Task> = args.task.as_deref().map(str::parse).transpose()?;
+    let settings = ElementSettings { model: Some(model.clone()), task, score_threshold: args.score_threshold, threads: args.threads };
+
+    pipeline::install_signal_handlers();
+    let n = items.len();
+    for (idx, item) in items.iter_mut().enumerate() {
+        let Ok(probe) = &item.probe else { continue };
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            item.probe = Err("not started (interrupted)".into());
+            continue;
+        }
+        let bar = progress_bar(probe.total_frames());
+        bar.set_prefix(if batch {
+            format!("[{}/{n}] {}", idx + 1, item.source.stem())
+        } else {
+            item.source.stem()
+        });
+        let built = match pipeline::build(&item.source, &item.outputs, &settings, None) {
+            Ok(b) => b,
+            Err(e) => {
+                bar.finish_and_clear();
+                if !batch {
+                    return Err(e);
+                }
+                eprintln!("segstream: error: {}: {}", item.source.display(), pipeline::one_line(&e.to_string()));
+                item.probe = Err(e.to_string());
+                continue;
+            }
+        };
+        if let Some(s) = segmenter.take() {
+            built.mask2former.set_segmenter(s);
+        }
+        let report = built.run(timeout, probe.total_frames(), |f| bar.set_position(f));
+        bar.finish_and_clear();
+        // The element gives the injected segmenter back when it stops.
+        segmenter = built.mask2former.take_segmenter();
+        if segmenter.is_none() {
+            segmenter = Some(open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?);
+        }
+        if let Outcome::Failed(e) = &report.outcome {
+            let kept: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();
+            let kept = if kept.is_empty() { String::new() } else { format!("; kept what was processed in {}", kept.join(", ")) };
+            eprintln!(
+                "segstream: error: {}: {}{}",
+                item.source.display(),
+                pipeline::one_line(e),
+                if report.frames > 0 && !e.contains("frames") { format!(" (after {} frames){kept}", report.frames) } else { kept }
+            );
+        }
+        for w in &report.warnings {
+            eprintln!("segstream: warning: {}: {}", item.source.display(), pipeline::one_line(w));
+        }
+        if !batch {
+            print_report(&item.source, &report);
+        }
+        item.report = Some(report);
+    }
+    if batch {
+        print_summary(&items);
+    }
+
+    let failed = items.iter().filter(|i| i.error().is_some()).count();
+    let interrupted_file = items.iter().any(|i| {
+        matches!(i.report, Some(RunReport { outcome: Outcome::Interrupted, .. })) && !i.source.is_live()
+    });
+    Ok(if failed > 0 {
+        if batch {
+            eprintln!("segstream: error: {failed} of {n} inputs failed");
+        }
+        ExitCode::from(1)
+    } else if interrupted_file {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    match total {
+        Some(t) => {
+            let b = ProgressBar::new(t);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} frames  {per_sec}  ETA {eta}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        }
+        None => {
+            let b = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{prefix} {spinner} {pos} frames  {per_sec}") {
+                b.set_style(style);
+            }
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        }
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+fn print_report(source: &Source, r: &RunReport) {
+    let outputs: Vec<String> = r.written.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "{}: {} frames in {:.1} s, average {:.1} fps{}",
+        source.display(),
+        r.frames,
+        r.wall.as_secs_f64(),
+        r.fps(),
+        if outputs.is_empty() { String::new() } else { format!(" -> {}", outputs.join(", ")) }
+    );
+    if r.timings.is_empty() {
+        return;
+    }
+    println!("latency per frame (ms)     p50       p95");
+    type Stage = fn(&segstream::segmenter::Timings) -> f64;
+    let stages: [(&str, Stage); 3] = [
+        ("preprocess", |t| t.preprocess_ms),
+        ("inference", |t| t.inference_ms),
+        ("postprocess", |t| t.postprocess_ms),
+    ];
+    for (name, f) in stages {
+        let v: Vec<f64> = r.timings.iter().map(f).collect();
+        println!("  {name:<20} {:>9} {:>9}", ms(percentile(&v, 0.5)), ms(percentile(&v, 0.95)));
+    }
+}
+
+fn print_summary(items: &[Item]) {
+    let width = items.iter().map(|i| i.source.display().len()).max().unwrap_or(5).clamp(5, 60);
+    println!("{:<width$}  {:>7}  {:>7}  {:>9}  status", "input", "frames", "fps", "infer p50");
+    for i in items {
+        let (frames, fps, p50) = match &i.report {
+            Some(r) => {
+                let inf: Vec<f64> = r.timings.iter().map(|t| t.inference_ms).collect();
+                (r.frames.to_string(), format!("{:.1}", r.fps()), ms(percentile(&inf, 0.5)))
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let status = match (i.error(), &i.report) {
+            (Some(e), _) => format!("error: {}", pipeline::one_line(&e)),
+            (None, Some(r)) => {
+                let outs: Vec<String> = r.written.iter().map(|p| p.display().to_string()).collect();
+                format!("ok -> {}", outs.join(", "))
+            }
+            (None, None) => "skipped".into(),
+        };
+        let name: String = i.source.display().chars().take(width).collect();
+        println!("{name:<width$}  {frames:>7}  {fps:>7}  {p50:>9}  {status}");
+    }
+    let total: u64 = items.iter().filter_map(|i| i.report.as_ref()).map(|r| r.frames).sum();
+    let secs: f64 = items.iter().filter_map(|i| i.report.as_ref()).map(|r| r.wall.as_secs_f64()).sum();
+    println!("total: {total} frames in {secs:.1} s ({:.1} fps)", if secs > 0.0 { total as f64 / secs } else { 0.0 });
+}

@@ -1,0 +1,125 @@
+//! `mask2former`: in-place video filter that segments each frame with a Mask2Former
+//! model and attaches a [`SegmentationMeta`](crate::elements::SegmentationMeta).
+//!
+//! ```text
+//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert \
+//!     ! mask2former model=samples/models/shapes-m2f.onnx ! segoverlay ! videoconvert ! autovideosink
+//! ```
+//!
+//! The model (`model` property, `x.onnx` with its card `x.json` beside it) is opened when
+//! the element starts (READY → PAUSED). Rust applications can hand the element an already
+//! opened [`Segmenter`] instead with [`Mask2Former::set_segmenter`] (the CLI does this to
+//! load a model once for a batch of files; the element tests do it with a fake backend).
+
+mod imp;
+
+use gstreamer as gst;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::backend::onnxruntime::Provider;
+use crate::segmenter::{Segmenter, SegmenterConfig};
+
+glib::wrapper! {
+    pub struct Mask2Former(ObjectSubclass<imp::Mask2Former>)
+        @extends gstreamer_base::BaseTransform, gst::Element, gst::Object;
+}
+
+impl Mask2Former {
+    /// Use `segmenter` instead of opening the `model` property on the next start. The
+    /// element keeps it across restarts (it goes back to this slot on stop) until
+    /// [`Mask2Former::take_segmenter`] takes it out. Rust-only: not a GObject property.
+    pub fn set_segmenter(&self, segmenter: Segmenter) {
+        self.imp().set_segmenter(segmenter);
+    }
+
+    /// Take back a segmenter given with [`Mask2Former::set_segmenter`] (only while the
+    /// element is stopped, i.e. in READY or NULL; `None` otherwise).
+    pub fn take_segmenter(&self) -> Option<Segmenter> {
+        self.imp().take_segmenter()
+    }
+}
+
+/// The `task` property: which inference to run.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamTask")]
+pub enum TaskSetting {
+    /// The model card's default task.
+    #[default]
+    #[enum_value(name = "The model card's default task", nick = "default")]
+    Default = 0,
+    #[enum_value(name = "Panoptic: things and stuff, one segment per instance", nick = "panoptic")]
+    Panoptic = 1,
+    #[enum_value(name = "Instance: things only, segments may overlap in score order", nick = "instance")]
+    Instance = 2,
+    #[enum_value(name = "Semantic: one segment per class", nick = "semantic")]
+    Semantic = 3,
+}
+
+impl TaskSetting {
+    pub fn task(self) -> Option<crate::segmentation::Task> {
+        use crate::segmentation::Task;
+        match self {
+            TaskSetting::Default => None,
+            TaskSetting::Panoptic => Some(Task::Panoptic),
+            TaskSetting::Instance => Some(Task::Instance),
+            TaskSetting::Semantic => Some(Task::Semantic),
+        }
+    }
+}
+
+impl From<crate::segmentation::Task> for TaskSetting {
+    fn from(t: crate::segmentation::Task) -> Self {
+        use crate::segmentation::Task;
+        match t {
+            Task::Panoptic => TaskSetting::Panoptic,
+            Task::Instance => TaskSetting::Instance,
+            Task::Semantic => TaskSetting::Semantic,
+        }
+    }
+}
+
+/// The `backend` property.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamBackend")]
+pub enum BackendSetting {
+    #[default]
+    #[enum_value(name = "ONNX Runtime", nick = "onnxruntime")]
+    OnnxRuntime = 0,
+}
+
+/// The `device` property.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamDevice")]
+pub enum DeviceSetting {
+    /// CUDA when the ONNX Runtime library has it, else the CPU.
+    #[default]
+    #[enum_value(name = "Best available device: CUDA if the runtime has it, else CPU", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu = 1,
+}
+
+/// Open a model for `device`: `Auto` tries ONNX Runtime's CUDA provider first and falls
+/// back to the CPU when that fails (a CPU-only runtime fails at once); `Cpu` uses the CPU.
+/// `cfg.ort.provider` is overridden.
+pub fn open_segmenter(cfg: &SegmenterConfig, device: DeviceSetting) -> crate::Result<Segmenter> {
+    if device == DeviceSetting::Auto {
+        let mut gpu = cfg.clone();
+        gpu.ort.provider = Provider::Cuda;
+        if let Ok(s) = Segmenter::open(&gpu) {
+            return Ok(s);
+        }
+    }
+    let mut cpu = cfg.clone();
+    cpu.ort.provider = Provider::Cpu;
+    Segmenter::open(&cpu)
+}
+
+pub fn register(plugin: Option<&gst::Plugin>) -> Result<(), glib::BoolError> {
+    gst::Element::register(plugin, "mask2former", gst::Rank::NONE, Mask2Former::static_type())
+}

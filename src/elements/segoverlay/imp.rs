@@ -1,0 +1,222 @@
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gstreamer as gst;
+use gstreamer_base as gst_base;
+use gstreamer_video as gst_video;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+
+use super::ColorBySetting;
+use crate::elements::meta::{scale_segmentation, SegmentationMeta};
+use crate::elements::{lock, panic_message};
+use crate::frame::{FrameMut, PixelFormat};
+use crate::render::{self, OverlayOptions};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("segoverlay", gst::DebugColorFlags::empty(), Some("Segmentation overlay"))
+});
+
+const DEFAULT_ALPHA: f64 = 0.5;
+const DEFAULT_CONTOURS: bool = true;
+const DEFAULT_LABELS: bool = false;
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    alpha: f64,
+    contours: bool,
+    labels: bool,
+    color_by: ColorBySetting,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { alpha: DEFAULT_ALPHA, contours: DEFAULT_CONTOURS, labels: DEFAULT_LABELS, color_by: ColorBySetting::default() }
+    }
+}
+
+impl Settings {
+    fn options(&self) -> OverlayOptions {
+        OverlayOptions { alpha: self.alpha as f32, contours: self.contours, labels: self.labels, color_by: self.color_by.into() }
+    }
+}
+
+/// Per-stream state: the negotiated video, set in `set_caps`, dropped in `stop`.
+struct State {
+    info: gst_video::VideoInfo,
+    format: PixelFormat,
+}
+
+#[derive(Default)]
+pub struct SegOverlay {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for SegOverlay {
+    const NAME: &'static str = "GstSegOverlay";
+    type Type = super::SegOverlay;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for SegOverlay {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecDouble::builder("alpha")
+                    .nick("Alpha")
+                    .blurb("Opacity of the segment colours (0 = invisible, 1 = opaque)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_ALPHA)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("contours")
+                    .nick("Contours")
+                    .blurb("Draw segment outlines")
+                    .default_value(DEFAULT_CONTOURS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("labels")
+                    .nick("Labels")
+                    .blurb("Draw each segment's class name at its box corner")
+                    .default_value(DEFAULT_LABELS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("color-by", ColorBySetting::default())
+                    .nick("Colour by")
+                    .blurb("Colour segments by class or by instance")
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        match pspec.name() {
+            "alpha" => s.alpha = value.get().unwrap_or(DEFAULT_ALPHA),
+            "contours" => s.contours = value.get().unwrap_or(DEFAULT_CONTOURS),
+            "labels" => s.labels = value.get().unwrap_or(DEFAULT_LABELS),
+            "color-by" => s.color_by = value.get().unwrap_or_default(),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = *lock(&self.settings);
+        match pspec.name() {
+            "alpha" => s.alpha.to_value(),
+            "contours" => s.contours.to_value(),
+            "labels" => s.labels.to_value(),
+            "color-by" => s.color_by.to_value(),
+            _ => pspec.default_value().clone(),
+        }
+    }
+}
+
+impl GstObjectImpl for SegOverlay {}
+
+impl ElementImpl for SegOverlay {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Segmentation overlay",
+                "Filter/Effect/Video",
+                "Draws the SegmentationMeta of each frame (masks, contours, labels) onto the frame; frames without it pass untouched",
+                "segstream developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = crate::elements::video_caps();
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
+                    .expect("valid src template"),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
+                    .expect("valid sink template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for SegOverlay {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
+        let format = PixelFormat::from_name(info.format().to_str()).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        gst::debug!(CAT, imp = self, "negotiated {}x{} {:?}", info.width(), info.height(), format);
+        *lock(&self.state) = Some(State { info, format });
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some((seg, labels)) =
+            buf.meta::<SegmentationMeta>().map(|m| (m.segmentation().clone(), m.labels().clone()))
+        else {
+            gst::trace!(CAT, imp = self, "no SegmentationMeta: passing through");
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let (info, format) = match lock(&self.state).as_ref() {
+            Some(s) => (s.info.clone(), s.format),
+            None => {
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps were negotiated"));
+                return Err(gst::FlowError::NotNegotiated);
+            }
+        };
+        let opts = lock(&self.settings).options();
+        let (w, h) = (info.width(), info.height());
+        let seg = if (seg.width, seg.height) != (w, h) {
+            gst::debug!(CAT, imp = self, "meta is {}x{}, frame {w}x{h}: resizing the id map", seg.width, seg.height);
+            Arc::new(scale_segmentation(&seg, w, h))
+        } else {
+            seg
+        };
+
+        let mut vframe = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info).map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map frame for writing"));
+            gst::FlowError::Error
+        })?;
+        let strides_i = vframe.plane_stride();
+        let n = format.num_planes();
+        let mut strides = [0usize; 3];
+        for (p, s) in strides.iter_mut().enumerate().take(n) {
+            *s = strides_i[p].max(0) as usize;
+        }
+        let [p0, p1, p2, _] = vframe.planes_data_mut();
+        let planes: [&mut [u8]; 3] = [p0, p1, p2];
+        let mut frame = FrameMut::new(format, w as usize, h as usize, planes, strides).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ("{e}"));
+            gst::FlowError::Error
+        })?;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| render::overlay(&mut frame, &seg, &labels, &opts))) {
+            Ok(Ok(())) => Ok(gst::FlowSuccess::Ok),
+            Ok(Err(e)) => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("overlay failed: {e}"));
+                Err(gst::FlowError::Error)
+            }
+            Err(p) => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("overlay panicked: {}", panic_message(&p)));
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+}

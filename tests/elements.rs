@@ -1,0 +1,676 @@
+//! Element tests with `gstreamer_check::Harness`: caps negotiation, properties, the
+//! SegmentationMeta, passthrough, EOS, flush.
+//!
+//! No model is needed: `mask2former` gets a `Segmenter` built on a fake backend (fixed
+//! logits: query 0 = "square" on the left half, query 1 = "background" on the right half,
+//! query 2 = no-object) through `Mask2Former::set_segmenter`, the Rust-only injection
+//! API of the element.
+
+use std::sync::{Arc, Once};
+
+use gstreamer as gst;
+use gstreamer_check as gst_check;
+use gstreamer_video as gst_video;
+use gst::prelude::*;
+
+use segstream::backend::{Backend, InputTensor, Logits};
+use segstream::elements::{Mask2Former, SegmentationInfo, SegmentationMeta};
+use segstream::model::{Label, ModelCard};
+use segstream::segmentation::{Segment, Segmentation, Task};
+use segstream::segmenter::{Segmenter, Timings};
+
+const FORMATS: [&str; 5] = ["RGB", "RGBA", "BGRx", "NV12", "I420"];
+const W: u32 = 64;
+const H: u32 = 48;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("gst::init");
+        segstream::elements::register_static().expect("register the elements");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake model
+
+const IN: usize = 64; // network input 64x64
+const Q: usize = 3;
+const K: usize = 3; // square, circle, background
+
+fn card() -> ModelCard {
+    let json = serde_json::json!({
+        "format": "segstream.model/1",
+        "name": "fake-m2f",
+        "source": {"checkpoint": "test/fake"},
+        "input": {"height": IN, "width": IN, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"},
+        "num_queries": Q,
+        "labels": [
+            {"id": 0, "name": "square", "isthing": true, "color": [255, 0, 0]},
+            {"id": 1, "name": "circle", "isthing": true, "color": [0, 255, 0]},
+            {"id": 2, "name": "background", "isthing": false, "color": [0, 0, 255]}
+        ],
+        "defaults": {"task": "panoptic", "score_threshold": 0.8, "overlap_threshold": 0.8, "mask_threshold": 0.5}
+    });
+    ModelCard::from_json(&json.to_string(), std::path::Path::new("fake.json")).expect("valid card")
+}
+
+/// Returns the same logits for every frame: query 0 → class 0 ("square") over the left
+/// half of the network input, query 1 → class 2 ("background") over the right half,
+/// query 2 → no-object.
+struct FakeBackend {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend for FakeBackend {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn input_size(&self) -> (usize, usize) {
+        (IN, IN)
+    }
+    fn output_dims(&self) -> (usize, usize) {
+        (Q, K + 1)
+    }
+    fn infer(&mut self, input: &InputTensor) -> segstream::Result<Logits> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(input.shape[1..], [3, IN, IN]);
+        let (mh, mw) = (IN / 4, IN / 4);
+        let mut class_logits = vec![-10.0f32; Q * (K + 1)];
+        class_logits[0] = 10.0; // q0: square
+        class_logits[(K + 1) + 2] = 10.0; // q1: background
+        class_logits[2 * (K + 1) + K] = 10.0; // q2: no-object
+        let mut mask_logits = vec![-10.0f32; Q * mh * mw];
+        for y in 0..mh {
+            for x in 0..mw {
+                if x < mw / 2 {
+                    mask_logits[y * mw + x] = 10.0;
+                } else {
+                    mask_logits[mh * mw + y * mw + x] = 10.0;
+                }
+            }
+        }
+        Ok(Logits { batch: 1, num_queries: Q, num_classes_plus_one: K + 1, mask_height: mh, mask_width: mw, class_logits, mask_logits })
+    }
+}
+
+fn fake_segmenter() -> (Segmenter, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = Segmenter::with_backend(card(), Box::new(FakeBackend { calls: calls.clone() }), std::path::Path::new("fake.onnx"))
+        .expect("fake backend matches the card");
+    (s, calls)
+}
+
+fn mask2former_with_fake() -> (Mask2Former, Arc<std::sync::atomic::AtomicUsize>) {
+    init();
+    let e = gst::ElementFactory::make("mask2former").build().expect("mask2former");
+    let m: Mask2Former = e.downcast().expect("our element");
+    let (s, calls) = fake_segmenter();
+    m.set_segmenter(s);
+    (m, calls)
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames and metas
+
+fn info(format: &str, w: u32, h: u32) -> gst_video::VideoInfo {
+    let f = gst_video::VideoFormat::from_string(format);
+    gst_video::VideoInfo::builder(f, w, h).fps(gst::Fraction::new(30, 1)).build().expect("video info")
+}
+
+/// A frame filled with a deterministic pattern, with PTS `n * 33 ms`.
+fn frame(info: &gst_video::VideoInfo, n: u64) -> gst::Buffer {
+    let data: Vec<u8> = (0..info.size()).map(|i| ((i * 7 + n as usize * 13) % 251) as u8).collect();
+    let mut b = gst::Buffer::from_mut_slice(data);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(33 * n));
+        b.set_duration(gst::ClockTime::from_mseconds(33));
+    }
+    b
+}
+
+fn labels() -> Arc<[Label]> {
+    card().labels.into()
+}
+
+/// A segmentation of a `w`×`h` frame: left half "square" (id 1), right half "background" (id 2).
+fn halves(w: u32, h: u32) -> Segmentation {
+    let mut ids = vec![0u32; (w * h) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            ids[(y * w + x) as usize] = if x < w / 2 { 1 } else { 2 };
+        }
+    }
+    let half = u64::from(w / 2) * u64::from(h);
+    Segmentation {
+        width: w,
+        height: h,
+        task: Task::Panoptic,
+        ids,
+        segments: vec![
+            Segment { id: 1, label_id: 0, label: "square".into(), score: 0.99, is_thing: true, area: half, bbox: [0, 0, w / 2, h], track_id: None },
+            Segment { id: 2, label_id: 2, label: "background".into(), score: 0.98, is_thing: false, area: half, bbox: [w / 2, 0, w / 2, h], track_id: None },
+        ],
+    }
+}
+
+fn with_meta(mut buf: gst::Buffer, seg: Segmentation, frame_no: u64) -> gst::Buffer {
+    let info = SegmentationInfo {
+        frame: frame_no,
+        model: "fake-m2f".into(),
+        timings: Timings { preprocess_ms: 1.0, inference_ms: 2.0, postprocess_ms: 3.0 },
+        stale: false,
+    };
+    SegmentationMeta::add(buf.make_mut(), Arc::new(seg), labels(), info).expect("add meta");
+    buf
+}
+
+fn harness(element: &impl IsA<gst::Element>) -> gst_check::Harness {
+    gst_check::Harness::with_element(element, Some("sink"), Some("src"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Registration and properties
+
+#[test]
+fn registers_three_elements() {
+    init();
+    for name in ["mask2former", "segoverlay", "segmetaenc"] {
+        let f = gst::ElementFactory::find(name).unwrap_or_else(|| panic!("{name} not registered"));
+        assert_eq!(f.plugin_name().as_deref(), Some("segstream"), "{name}");
+        assert!(!f.metadata(gst::ELEMENT_METADATA_DESCRIPTION).unwrap_or_default().is_empty());
+    }
+    // registering again is harmless
+    segstream::elements::register_static().unwrap();
+}
+
+#[test]
+fn mask2former_property_defaults_and_roundtrip() {
+    init();
+    let e = gst::ElementFactory::make("mask2former").build().unwrap();
+    assert_eq!(e.property::<Option<String>>("model"), None);
+    assert_eq!(e.property_value("backend").serialize().unwrap().as_str(), "onnxruntime");
+    assert_eq!(e.property_value("device").serialize().unwrap().as_str(), "auto");
+    assert_eq!(e.property_value("task").serialize().unwrap().as_str(), "default");
+    assert_eq!(e.property::<f32>("score-threshold"), 0.8);
+    assert_eq!(e.property::<f32>("overlap-threshold"), 0.8);
+    assert_eq!(e.property::<f32>("mask-threshold"), 0.5);
+    assert_eq!(e.property::<u32>("interval"), 1);
+    assert!(!e.property::<bool>("post-messages"));
+    assert_eq!(e.property::<u32>("threads"), 0);
+
+    e.set_property("model", "/models/x.onnx");
+    e.set_property_from_str("device", "cpu");
+    e.set_property_from_str("task", "instance");
+    e.set_property("score-threshold", 0.25f32);
+    e.set_property("overlap-threshold", 0.5f32);
+    e.set_property("mask-threshold", 0.4f32);
+    e.set_property("interval", 5u32);
+    e.set_property("post-messages", true);
+    e.set_property("threads", 3u32);
+    assert_eq!(e.property::<Option<String>>("model").as_deref(), Some("/models/x.onnx"));
+    assert_eq!(e.property_value("device").serialize().unwrap().as_str(), "cpu");
+    assert_eq!(e.property_value("task").serialize().unwrap().as_str(), "instance");
+    assert_eq!(e.property::<f32>("score-threshold"), 0.25);
+    assert_eq!(e.property::<f32>("overlap-threshold"), 0.5);
+    assert_eq!(e.property::<f32>("mask-threshold"), 0.4);
+    assert_eq!(e.property::<u32>("interval"), 5);
+    assert!(e.property::<bool>("post-messages"));
+    assert_eq!(e.property::<u32>("threads"), 3);
+
+    // ranges are enforced by the param specs
+    let ps = e.find_property("score-threshold").unwrap();
+    let ps = ps.downcast_ref::<gst::glib::ParamSpecFloat>().unwrap();
+    assert_eq!((ps.minimum(), ps.maximum(), ps.default_value()), (0.0, 1.0, 0.8));
+    let ps = e.find_property("interval").unwrap();
+    let ps = ps.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+    assert_eq!((ps.minimum(), ps.default_value()), (1, 1));
+    for p in e.list_properties() {
+        if p.owner_type() == e.type_() {
+            assert!(!p.blurb().unwrap_or_default().is_empty(), "property {} has no blurb", p.name());
+        }
+    }
+}
+
+#[test]
+fn segoverlay_property_defaults_and_roundtrip() {
+    init();
+    let e = gst::ElementFactory::make("segoverlay").build().unwrap();
+    assert_eq!(e.property::<f64>("alpha"), 0.5);
+    assert!(e.property::<bool>("contours"));
+    assert!(!e.property::<bool>("labels"));
+    assert_eq!(e.property_value("color-by").serialize().unwrap().as_str(), "class");
+    e.set_property("alpha", 0.9f64);
+    e.set_property("contours", false);
+    e.set_property("labels", true);
+    e.set_property_from_str("color-by", "instance");
+    assert_eq!(e.property::<f64>("alpha"), 0.9);
+    assert!(!e.property::<bool>("contours"));
+    assert!(e.property::<bool>("labels"));
+    assert_eq!(e.property_value("color-by").serialize().unwrap().as_str(), "instance");
+}
+
+#[test]
+fn segmetaenc_property_defaults_and_roundtrip() {
+    init();
+    let e = gst::ElementFactory::make("segmetaenc").name("enc7").build().unwrap();
+    assert_eq!(e.property::<Option<String>>("stream-name").as_deref(), Some("enc7"));
+    e.set_property("stream-name", "cam-1");
+    assert_eq!(e.property::<Option<String>>("stream-name").as_deref(), Some("cam-1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Caps
+
+#[test]
+fn filters_accept_each_format_and_reject_others() {
+    init();
+    for name in ["mask2former", "segoverlay"] {
+        let e = gst::ElementFactory::make(name).build().unwrap();
+        let sink = e.static_pad("sink").unwrap();
+        for f in FORMATS {
+            assert!(sink.query_accept_caps(&info(f, W, H).to_caps().unwrap()), "{name} rejects {f}");
+        }
+        assert!(!sink.query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap()), "{name} accepts GRAY8");
+    }
+    let e = gst::ElementFactory::make("segmetaenc").build().unwrap();
+    assert!(e.static_pad("sink").unwrap().query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap()));
+    let src_caps = e.static_pad("src").unwrap().query_caps(None);
+    assert_eq!(src_caps.structure(0).unwrap().name().as_str(), "application/x-ndjson");
+}
+
+#[test]
+fn mask2former_negotiates_each_format_and_attaches_meta() {
+    for f in FORMATS {
+        let (m, _) = mask2former_with_fake();
+        let mut h = harness(&m);
+        let vi = info(f, W, H);
+        h.set_src_caps(vi.to_caps().unwrap());
+        let out = h.push_and_pull(frame(&vi, 0)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let caps = h.sinkpad().unwrap().current_caps().unwrap();
+        assert_eq!(gst_video::VideoInfo::from_caps(&caps).unwrap().format().to_str(), f);
+        let meta = out.meta::<SegmentationMeta>().unwrap_or_else(|| panic!("{f}: no meta"));
+        let seg = meta.segmentation();
+        assert_eq!((seg.width, seg.height), (W, H), "{f}");
+        assert_eq!(seg.ids.len(), (W * H) as usize);
+    }
+}
+
+#[test]
+fn mask2former_meta_is_correct() {
+    let (m, calls) = mask2former_with_fake();
+    let mut h = harness(&m);
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let input = frame(&vi, 0);
+    let input_data = input.map_readable().unwrap().to_vec();
+    let out = h.push_and_pull(input).unwrap();
+    assert_eq!(out.map_readable().unwrap().as_slice(), input_data.as_slice(), "mask2former must not change pixels");
+    assert_eq!(out.pts(), Some(gst::ClockTime::ZERO));
+    let meta = out.meta::<SegmentationMeta>().expect("meta");
+    let info = meta.info();
+    assert_eq!(info.frame, 0);
+    assert_eq!(info.model, "fake-m2f");
+    assert!(!info.stale);
+    assert!(info.timings.inference_ms >= 0.0);
+    assert_eq!(meta.labels().len(), 3);
+    let seg = meta.segmentation();
+    assert_eq!(seg.task, Task::Panoptic);
+    let mut names: Vec<&str> = seg.segments.iter().map(|s| s.label.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["background", "square"]);
+    let id_at = |x: u32, y: u32| seg.ids[(y * W + x) as usize];
+    let square = seg.segments.iter().find(|s| s.label == "square").unwrap();
+    let bg = seg.segments.iter().find(|s| s.label == "background").unwrap();
+    assert_eq!(id_at(2, H / 2), square.id, "left of the frame is the square");
+    assert_eq!(id_at(W - 3, H / 2), bg.id, "right of the frame is the background");
+    for s in &seg.segments {
+        let area = seg.ids.iter().filter(|&&i| i == s.id).count() as u64;
+        assert_eq!(s.area, area, "area of {}", s.label);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // frame numbers count up
+    let out = h.push_and_pull(frame(&vi, 1)).unwrap();
+    assert_eq!(out.meta::<SegmentationMeta>().unwrap().info().frame, 1);
+}
+
+#[test]
+fn mask2former_task_property_applies() {
+    let (m, _) = mask2former_with_fake();
+    m.set_property_from_str("task", "semantic");
+    let mut h = harness(&m);
+    let vi = info("RGBA", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let out = h.push_and_pull(frame(&vi, 0)).unwrap();
+    assert_eq!(out.meta::<SegmentationMeta>().unwrap().segmentation().task, Task::Semantic);
+}
+
+#[test]
+fn mask2former_interval_reuses_result_marked_stale() {
+    let (m, calls) = mask2former_with_fake();
+    m.set_property("interval", 3u32);
+    let mut h = harness(&m);
+    let vi = info("I420", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let mut segs = Vec::new();
+    for n in 0..4 {
+        let out = h.push_and_pull(frame(&vi, n)).unwrap();
+        let meta = out.meta::<SegmentationMeta>().unwrap();
+        assert_eq!(meta.info().frame, n);
+        assert_eq!(meta.info().stale, !(n == 0 || n == 3), "frame {n}");
+        segs.push(meta.segmentation().clone());
+    }
+    assert!(Arc::ptr_eq(&segs[0], &segs[1]) && Arc::ptr_eq(&segs[0], &segs[2]));
+    assert!(!Arc::ptr_eq(&segs[0], &segs[3]));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn mask2former_posts_frame_messages() {
+    let (m, _) = mask2former_with_fake();
+    m.set_property("post-messages", true);
+    let bus = gst::Bus::new();
+    m.set_bus(Some(&bus));
+    let mut h = harness(&m);
+    let vi = info("BGRx", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    h.push_and_pull(frame(&vi, 2)).unwrap();
+    let msg = bus
+        .iter_filtered(&[gst::MessageType::Element])
+        .find(|m| m.structure().is_some_and(|s| s.name() == "segstream-frame"))
+        .expect("segstream-frame message");
+    let s = msg.structure().unwrap();
+    assert_eq!(s.get::<u64>("frame").unwrap(), 0);
+    assert_eq!(s.get::<Option<gst::ClockTime>>("pts").unwrap(), Some(gst::ClockTime::from_mseconds(66)));
+    assert_eq!(s.get::<u32>("segments").unwrap(), 2);
+    let labels = s.get::<gst::Array>("labels").unwrap();
+    assert_eq!(labels.len(), 2);
+    assert!(s.get::<f64>("inference-ms").unwrap() >= 0.0);
+    assert!(!s.get::<bool>("stale").unwrap());
+}
+
+#[test]
+fn mask2former_flush_resets_frame_count() {
+    let (m, _) = mask2former_with_fake();
+    let mut h = harness(&m);
+    let vi = info("NV12", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    for n in 0..3 {
+        h.push_and_pull(frame(&vi, n)).unwrap();
+    }
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    let out = h.push_and_pull(frame(&vi, 10)).unwrap();
+    assert_eq!(out.meta::<SegmentationMeta>().unwrap().info().frame, 0);
+}
+
+#[test]
+fn mask2former_forwards_eos() {
+    let (m, _) = mask2former_with_fake();
+    let mut h = harness(&m);
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    h.push_and_pull(frame(&vi, 0)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let mut saw_eos = false;
+    while let Some(ev) = h.try_pull_event() {
+        saw_eos |= ev.type_() == gst::EventType::Eos;
+    }
+    assert!(saw_eos);
+}
+
+#[test]
+fn mask2former_gives_the_injected_segmenter_back_on_stop() {
+    let (m, _) = mask2former_with_fake();
+    {
+        let mut h = harness(&m);
+        let vi = info("RGB", W, H);
+        h.set_src_caps(vi.to_caps().unwrap());
+        h.push_and_pull(frame(&vi, 0)).unwrap();
+        assert!(m.take_segmenter().is_none(), "in use while playing");
+    }
+    m.set_state(gst::State::Null).unwrap();
+    assert!(m.take_segmenter().is_some());
+}
+
+/// Run `mask2former` without a usable model in a pipeline and return the error text.
+fn start_error(model: Option<&str>) -> String {
+    init();
+    let p = gst::parse::launch("videotestsrc num-buffers=1 ! mask2former name=m ! fakesink").unwrap();
+    let p = p.downcast::<gst::Pipeline>().unwrap();
+    if let Some(model) = model {
+        p.by_name("m").unwrap().set_property("model", model);
+    }
+    let ret = p.set_state(gst::State::Playing);
+    let bus = p.bus().unwrap();
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]);
+    p.set_state(gst::State::Null).unwrap();
+    assert!(ret.is_err(), "start must fail");
+    match msg.expect("error message").view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn mask2former_without_model_fails_with_clear_error() {
+    let e = start_error(None);
+    assert!(e.contains("model"), "{e}");
+    let e = start_error(Some("/nonexistent/dir/m.onnx"));
+    assert!(e.contains("/nonexistent/dir/m.onnx"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// segoverlay
+
+#[test]
+fn segoverlay_passes_frames_without_meta_untouched() {
+    init();
+    for f in FORMATS {
+        let e = gst::ElementFactory::make("segoverlay").build().unwrap();
+        let mut h = harness(&e);
+        let vi = info(f, W, H);
+        h.set_src_caps(vi.to_caps().unwrap());
+        let input = frame(&vi, 0);
+        let data = input.map_readable().unwrap().to_vec();
+        let out = h.push_and_pull(input).unwrap();
+        assert_eq!(out.map_readable().unwrap().as_slice(), data.as_slice(), "{f}");
+        assert!(out.meta::<SegmentationMeta>().is_none());
+    }
+}
+
+#[test]
+fn segoverlay_draws_the_meta_in_each_format() {
+    init();
+    for f in FORMATS {
+        let e = gst::ElementFactory::make("segoverlay").build().unwrap();
+        e.set_property("alpha", 1.0f64);
+        let mut h = harness(&e);
+        let vi = info(f, W, H);
+        h.set_src_caps(vi.to_caps().unwrap());
+        let input = with_meta(frame(&vi, 0), halves(W, H), 0);
+        let data = input.map_readable().unwrap().to_vec();
+        let out = h.push_and_pull(input).unwrap();
+        let out_data = out.map_readable().unwrap().to_vec();
+        assert_eq!(out_data.len(), data.len());
+        assert_ne!(out_data, data, "{f}: nothing drawn");
+        assert!(out.meta::<SegmentationMeta>().is_some(), "{f}: meta must stay on the buffer");
+    }
+}
+
+#[test]
+fn segoverlay_handles_a_meta_of_another_size() {
+    init();
+    let e = gst::ElementFactory::make("segoverlay").build().unwrap();
+    let mut h = harness(&e);
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let input = with_meta(frame(&vi, 0), halves(W / 2, H / 2), 0);
+    h.push_and_pull(input).expect("meta of another size is resized, not an error");
+}
+
+// ---------------------------------------------------------------------------------------
+// segmetaenc
+
+#[test]
+fn segmetaenc_writes_one_json_line_per_meta() {
+    init();
+    let e = gst::ElementFactory::make("segmetaenc").build().unwrap();
+    e.set_property("stream-name", "test-stream");
+    let mut h = harness(&e);
+    let vi = info("NV12", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let out = h.push_and_pull(with_meta(frame(&vi, 3), halves(W, H), 3)).unwrap();
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(caps.structure(0).unwrap().name().as_str(), "application/x-ndjson");
+    assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(99)));
+    let text = String::from_utf8(out.map_readable().unwrap().to_vec()).unwrap();
+    assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+    let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(v["schema"], "segstream.frame/1");
+    assert_eq!(v["stream"], "test-stream");
+    assert_eq!(v["frame"], 3);
+    assert_eq!(v["pts"], 99_000_000u64);
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(W as u64), Some(H as u64)));
+    assert_eq!(v["model"], "fake-m2f");
+    assert_eq!(v["task"], "panoptic");
+    assert_eq!(v["segments"].as_array().unwrap().len(), 2);
+    assert_eq!(v["segments"][0]["label"], "square");
+    assert_eq!(v["segments"][0]["mask"]["size"], serde_json::json!([H, W]));
+}
+
+#[test]
+fn segmetaenc_writes_nothing_for_frames_without_meta_and_forwards_eos() {
+    init();
+    let e = gst::ElementFactory::make("segmetaenc").build().unwrap();
+    let mut h = harness(&e);
+    let vi = info("I420", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    assert_eq!(h.push(frame(&vi, 0)), Ok(gst::FlowSuccess::Ok));
+    assert!(h.try_pull().is_none(), "no record for a frame without meta");
+    assert!(h.push_event(gst::event::Eos::new()));
+    let mut saw_eos = false;
+    while let Some(ev) = h.try_pull_event() {
+        saw_eos |= ev.type_() == gst::EventType::Eos;
+    }
+    assert!(saw_eos);
+}
+
+#[test]
+fn segmetaenc_survives_flush() {
+    init();
+    let e = gst::ElementFactory::make("segmetaenc").build().unwrap();
+    let mut h = harness(&e);
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    h.push_and_pull(with_meta(frame(&vi, 0), halves(W, H), 0)).unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    h.push_and_pull(with_meta(frame(&vi, 1), halves(W, H), 1)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The meta across other elements
+
+#[test]
+fn meta_is_copied_with_the_buffer() {
+    init();
+    let b = with_meta(frame(&info("RGB", W, H), 0), halves(W, H), 0);
+    let c = b.copy();
+    let (m1, m2) = (b.meta::<SegmentationMeta>().unwrap(), c.meta::<SegmentationMeta>().unwrap());
+    assert!(Arc::ptr_eq(m1.segmentation(), m2.segmentation()));
+    assert_eq!(m2.info().frame, 0);
+    assert_eq!(c.iter_meta::<SegmentationMeta>().count(), 1);
+}
+
+#[test]
+fn meta_survives_videoconvert_and_queue() {
+    init();
+    let mut h = gst_check::Harness::new_parse("queue ! videoconvert ! capsfilter caps=video/x-raw,format=I420");
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let out = h.push_and_pull(with_meta(frame(&vi, 0), halves(W, H), 4)).unwrap();
+    assert_eq!(out.iter_meta::<SegmentationMeta>().count(), 1);
+    let m = out.meta::<SegmentationMeta>().unwrap();
+    assert_eq!(m.info().frame, 4);
+    assert_eq!(**m.segmentation(), halves(W, H));
+}
+
+#[test]
+fn meta_reaches_both_branches_of_a_tee() {
+    use gstreamer_app as gst_app;
+    init();
+    let p = gst::parse::launch(
+        "appsrc name=src format=time ! tee name=t \
+         t. ! queue ! videoconvert ! capsfilter caps=video/x-raw,format=NV12 ! appsink name=a sync=false \
+         t. ! queue ! appsink name=b sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let vi = info("RGBA", W, H);
+    let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    src.set_caps(Some(&vi.to_caps().unwrap()));
+    p.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(with_meta(frame(&vi, 0), halves(W, H), 9)).unwrap();
+    src.end_of_stream().unwrap();
+    for name in ["a", "b"] {
+        let sink = p.by_name(name).unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).unwrap_or_else(|| panic!("branch {name}: no buffer"));
+        let buf = sample.buffer().unwrap();
+        assert_eq!(buf.iter_meta::<SegmentationMeta>().count(), 1, "branch {name}");
+        assert_eq!(buf.meta::<SegmentationMeta>().unwrap().info().frame, 9, "branch {name}");
+    }
+    p.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn meta_is_scaled_by_videoscale() {
+    init();
+    let mut h = gst_check::Harness::new_parse("videoscale ! capsfilter caps=video/x-raw,width=32,height=24");
+    let vi = info("RGB", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    let out = h.push_and_pull(with_meta(frame(&vi, 0), halves(W, H), 0)).unwrap();
+    assert_eq!(out.iter_meta::<SegmentationMeta>().count(), 1, "exactly one meta after scaling");
+    let m = out.meta::<SegmentationMeta>().unwrap();
+    let seg = m.segmentation();
+    assert_eq!((seg.width, seg.height), (32, 24));
+    assert_eq!(seg.ids.len(), 32 * 24);
+    assert_eq!(seg.segments.len(), 2);
+    assert_eq!(seg.segments[0].area, 16 * 24);
+    assert_eq!(seg.segments[0].bbox, [0, 0, 16, 24]);
+    assert_eq!(seg.segments[1].bbox, [16, 0, 16, 24]);
+}
+
+#[test]
+fn elements_chain_end_to_end_with_fake_model() {
+    let (m, _) = mask2former_with_fake();
+    let bin = gst::Bin::new();
+    let overlay = gst::ElementFactory::make("segoverlay").build().unwrap();
+    let scale = gst::ElementFactory::make("videoscale").build().unwrap();
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property("caps", gst::Caps::builder("video/x-raw").field("width", 32).field("height", 24).build())
+        .build()
+        .unwrap();
+    let enc = gst::ElementFactory::make("segmetaenc").property("stream-name", "e2e").build().unwrap();
+    bin.add_many([m.upcast_ref(), &overlay, &scale, &caps, &enc]).unwrap();
+    gst::Element::link_many([m.upcast_ref(), &overlay, &scale, &caps, &enc]).unwrap();
+    bin.add_pad(&gst::GhostPad::with_target(&m.static_pad("sink").unwrap()).unwrap()).unwrap();
+    bin.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap()).unwrap();
+    let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
+    let vi = info("I420", W, H);
+    h.set_src_caps(vi.to_caps().unwrap());
+    for n in 0..3 {
+        let out = h.push_and_pull(frame(&vi, n)).unwrap();
+        let text = String::from_utf8(out.map_readable().unwrap().to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["frame"], n);
+        assert_eq!(v["width"], 32);
+        assert_eq!(v["stream"], "e2e");
+        assert_eq!(v["segments"].as_array().unwrap().len(), 2);
+    }
+}

@@ -15,19 +15,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
+use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_pbutils as gst_pbutils;
-use gst::prelude::*;
 
 use crate::elements::mask2former::TaskSetting;
-use crate::elements::{lock, Mask2Former, FRAME_MESSAGE};
+use crate::elements::{FRAME_MESSAGE, Mask2Former, lock};
 use crate::segmentation::Task;
 use crate::segmenter::{Segmenter, Timings};
 
 /// File extensions taken as videos when a folder is given.
-pub const VIDEO_EXTENSIONS: &[&str] =
-    &["mp4", "m4v", "mov", "mkv", "webm", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "flv", "wmv", "ogv", "3gp"];
+pub const VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "flv", "wmv", "ogv", "3gp",
+];
 /// File extensions taken as still images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
 
@@ -45,7 +46,9 @@ pub enum Source {
 }
 
 fn has_ext(p: &Path, exts: &[&str]) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 impl Source {
@@ -79,7 +82,10 @@ impl Source {
                 .collect();
             files.sort();
             if files.is_empty() {
-                bail!("no videos in folder {input} (looked for {})", VIDEO_EXTENSIONS.join(", "));
+                bail!(
+                    "no videos in folder {input} (looked for {})",
+                    VIDEO_EXTENSIONS.join(", ")
+                );
             }
             return Ok(files.into_iter().map(Source::File).collect());
         }
@@ -107,16 +113,29 @@ impl Source {
     /// Short name: file stem, or the last path segment of a URI / device.
     pub fn stem(&self) -> String {
         let s = match self {
-            Source::File(p) | Source::Image(p) | Source::Camera(p) => {
-                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-            }
+            Source::File(p) | Source::Image(p) | Source::Camera(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             Source::Uri(u) => {
                 let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
                 let last = rest.trim_end_matches('/').rsplit('/').next().unwrap_or(rest);
-                Path::new(last).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                Path::new(last)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             }
         };
-        let s: String = s.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let s: String = s
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         if s.is_empty() { "stream".into() } else { s }
     }
 
@@ -208,9 +227,15 @@ pub fn probe(source: &Source, timeout: Duration) -> Result<Probe> {
         R::Ok => {}
         R::Timeout => bail!("{what}: no answer within {secs} s (unreachable?)"),
         R::MissingPlugins => {
-            let missing: Vec<String> =
-                info.missing_elements_installer_details().iter().map(|s| s.to_string()).collect();
-            bail!("{what}: not a video file or missing GStreamer plugins ({})", one_line(&missing.join("; ")))
+            let missing: Vec<String> = info
+                .missing_elements_installer_details()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            bail!(
+                "{what}: not a video file or missing GStreamer plugins ({})",
+                one_line(&missing.join("; "))
+            )
         }
         R::UriInvalid => bail!("{what}: invalid URI"),
         R::Error => bail!("{what}: cannot decode"),
@@ -263,8 +288,7 @@ impl Outputs {
             if dir.exists() && !dir.is_dir() {
                 bail!("cannot write {}: {} is not a folder", p.display(), dir.display());
             }
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow!("cannot create output folder {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create output folder {}: {e}", dir.display()))?;
             let probe = partial_path(p);
             std::fs::File::create(&probe)
                 .map_err(|e| anyhow!("cannot write {} (output folder not writable): {e}", probe.display()))?;
@@ -303,16 +327,24 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element> {
     if let Some(n) = name {
         b = b.name(n);
     }
-    b.build().map_err(|_| anyhow!("GStreamer element `{factory}` is missing (install the GStreamer plugins it belongs to)"))
+    b.build()
+        .map_err(|_| anyhow!("GStreamer element `{factory}` is missing (install the GStreamer plugins it belongs to)"))
 }
 
 /// Encoder chain for an overlay output, chosen by its extension.
 fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     Ok(match ext.as_str() {
         "mp4" | "m4v" | "mov" | "mkv" => {
             let caps = make("capsfilter", None)?;
-            caps.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
+            caps.set_property(
+                "caps",
+                gst::Caps::builder("video/x-raw").field("format", "I420").build(),
+            );
             let enc = make("x264enc", None)?;
             enc.set_property_from_str("speed-preset", "veryfast");
             let mux = match ext.as_str() {
@@ -332,14 +364,22 @@ fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
             enc.set_property("snapshot", true);
             vec![enc]
         }
-        other => bail!("unsupported output type .{other} for {} (use .mp4, .mkv, .mov, .png or .jpg)", path.display()),
+        other => bail!(
+            "unsupported output type .{other} for {} (use .mp4, .mkv, .mov, .png or .jpg)",
+            path.display()
+        ),
     })
 }
 
 /// Build the pipeline for one source. `segmenter`, if given, is injected into
 /// `mask2former` (see [`Mask2Former::set_segmenter`]); otherwise the element opens
 /// `settings.model` itself when it starts.
-pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, segmenter: Option<Segmenter>) -> Result<SegPipeline> {
+pub fn build(
+    source: &Source,
+    outputs: &Outputs,
+    settings: &ElementSettings,
+    segmenter: Option<Segmenter>,
+) -> Result<SegPipeline> {
     let pipeline = gst::Pipeline::with_name("segstream");
     let uri = source.uri()?;
     let live = source.is_live();
@@ -359,8 +399,10 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, seg
         convert.clone()
     };
     let m2f = make("mask2former", Some("mask2former"))?;
-    let mask2former: Mask2Former =
-        m2f.clone().downcast().map_err(|_| anyhow!("element `mask2former` is not segstream's (plugin conflict?)"))?;
+    let mask2former: Mask2Former = m2f
+        .clone()
+        .downcast()
+        .map_err(|_| anyhow!("element `mask2former` is not segstream's (plugin conflict?)"))?;
     if let Some(model) = &settings.model {
         m2f.set_property("model", model.to_string_lossy().as_ref());
     }
@@ -377,7 +419,9 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, seg
     }
     let tee = make("tee", Some("tee"))?;
 
-    pipeline.add_many([&decode, &convert, &m2f, &tee]).context("cannot assemble the pipeline")?;
+    pipeline
+        .add_many([&decode, &convert, &m2f, &tee])
+        .context("cannot assemble the pipeline")?;
     if live {
         pipeline.add(&head)?;
         head.link(&convert)?;
@@ -395,7 +439,8 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, seg
         chain.extend(encoder_chain(video)?);
         chain.push(sink);
         pipeline.add_many(chain.iter())?;
-        gst::Element::link_many(chain.iter()).with_context(|| format!("cannot build the encoder for {}", video.display()))?;
+        gst::Element::link_many(chain.iter())
+            .with_context(|| format!("cannot build the encoder for {}", video.display()))?;
         tee.link(&chain[0])?;
     }
     if let Some(json) = &outputs.json {
@@ -432,8 +477,13 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, seg
             return;
         }
         // Not (the first) video: swallow it so that it does not stop the pipeline.
-        let Some(pipeline) = pipeline_weak.upgrade() else { return };
-        if let Ok(sink) = gst::ElementFactory::make("fakesink").property("async", false).property("sync", false).build()
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
+        if let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("async", false)
+            .property("sync", false)
+            .build()
             && pipeline.add(&sink).is_ok()
         {
             let _ = sink.sync_state_with_parent();
@@ -445,12 +495,22 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &ElementSettings, seg
 
     let frames = Arc::new(AtomicU64::new(0));
     let frames_cb = frames.clone();
-    m2f.static_pad("src").context("mask2former has no src pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        frames_cb.fetch_add(1, Ordering::Relaxed);
-        gst::PadProbeReturn::Ok
-    });
+    m2f.static_pad("src")
+        .context("mask2former has no src pad")?
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            frames_cb.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
 
-    Ok(SegPipeline { pipeline, mask2former, frames, head, outputs: outputs.clone(), live, linked })
+    Ok(SegPipeline {
+        pipeline,
+        mask2former,
+        frames,
+        head,
+        outputs: outputs.clone(),
+        live,
+        linked,
+    })
 }
 
 /// How a run ended.
@@ -538,7 +598,9 @@ impl SegPipeline {
 
     /// Push EOS right after the decoder so that encoders and muxers finish their files.
     fn finish(&self) -> bool {
-        self.head.static_pad("sink").is_some_and(|p| p.send_event(gst::event::Eos::new()))
+        self.head
+            .static_pad("sink")
+            .is_some_and(|p| p.send_event(gst::event::Eos::new()))
     }
 
     /// Run to the end of the input. `timeout`: how long to wait for the first frame
@@ -634,8 +696,15 @@ impl SegPipeline {
                 continue;
             }
             if last_frames == 0 && now.duration_since(start) > timeout {
-                let what = if self.linked.load(Ordering::SeqCst) { "no frame processed" } else { "no video" };
-                failure = Some(format!("{what} within {} s (source unreachable or stalled)", timeout.as_secs_f64()));
+                let what = if self.linked.load(Ordering::SeqCst) {
+                    "no frame processed"
+                } else {
+                    "no video"
+                };
+                failure = Some(format!(
+                    "{what} within {} s (source unreachable or stalled)",
+                    timeout.as_secs_f64()
+                ));
                 break;
             }
             if self.live && last_frames > 0 && now.duration_since(last_change) > timeout {
@@ -667,7 +736,13 @@ impl SegPipeline {
         self.report(outcome, start, &timings, warnings)
     }
 
-    fn report(&self, mut outcome: Outcome, start: Instant, timings: &Mutex<Vec<Timings>>, warnings: Vec<String>) -> RunReport {
+    fn report(
+        &self,
+        mut outcome: Outcome,
+        start: Instant,
+        timings: &Mutex<Vec<Timings>>,
+        warnings: Vec<String>,
+    ) -> RunReport {
         let mut written = Vec::new();
         for p in self.outputs.paths() {
             let partial = partial_path(p);
@@ -681,7 +756,8 @@ impl SegPipeline {
                 match std::fs::rename(&partial, p) {
                     Ok(()) => written.push(p.clone()),
                     Err(e) => {
-                        outcome = Outcome::Failed(format!("cannot rename {} to {}: {e}", partial.display(), p.display()));
+                        outcome =
+                            Outcome::Failed(format!("cannot rename {} to {}: {e}", partial.display(), p.display()));
                         written.push(partial);
                     }
                 }
@@ -729,7 +805,11 @@ mod tests {
 
     #[test]
     fn probe_totals() {
-        let p = Probe { duration: Some(Duration::from_secs(2)), fps: Some(30.0), ..Probe::default() };
+        let p = Probe {
+            duration: Some(Duration::from_secs(2)),
+            fps: Some(30.0),
+            ..Probe::default()
+        };
         assert_eq!(p.total_frames(), Some(60));
         assert_eq!(Probe::default().total_frames(), None);
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gstreamer as gst;
 use gst::prelude::*;
+use gstreamer as gst;
 
 const BIN: &str = env!("CARGO_BIN_EXE_segstream");
 
@@ -108,10 +108,17 @@ fn make_video(path: &Path, frames: u32, w: u32, h: u32, pattern: &str) {
     let msg = p
         .bus()
         .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .expect("test video written in time");
     p.set_state(gst::State::Null).unwrap();
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "writing the test video failed: {msg:?}");
+    assert_eq!(
+        msg.type_(),
+        gst::MessageType::Eos,
+        "writing the test video failed: {msg:?}"
+    );
 }
 
 fn inputs(dir: &Path) -> PathBuf {
@@ -167,7 +174,11 @@ fn unwritable_output_is_one_line_error() {
     assert_one_line_error(&out, &["blocker"]);
     #[cfg(target_os = "linux")]
     {
-        let out = segstream(&d, &["run", v.to_str().unwrap(), "--json", "/proc/segstream-test/x.jsonl"], SHORT);
+        let out = segstream(
+            &d,
+            &["run", v.to_str().unwrap(), "--json", "/proc/segstream-test/x.jsonl"],
+            SHORT,
+        );
         assert_one_line_error(&out, &["/proc/segstream-test"]);
     }
     assert!(finished_outputs(&d).is_empty(), "{:?}", finished_outputs(&d));
@@ -177,7 +188,11 @@ fn unwritable_output_is_one_line_error() {
 fn unreachable_rtsp_fails_within_the_timeout() {
     let d = workdir("rtsp");
     let start = Instant::now();
-    let out = segstream(&d, &["run", "rtsp://127.0.0.1:1/x", "--timeout", "3"], Duration::from_secs(45));
+    let out = segstream(
+        &d,
+        &["run", "rtsp://127.0.0.1:1/x", "--timeout", "3"],
+        Duration::from_secs(45),
+    );
     assert_one_line_error(&out, &["rtsp://127.0.0.1:1/x"]);
     assert!(start.elapsed() < Duration::from_secs(40), "took {:?}", start.elapsed());
     assert!(finished_outputs(&d).is_empty());
@@ -192,7 +207,11 @@ fn bad_arguments_are_rejected() {
     let (a, b) = (inputs(&d).join("a.mp4"), inputs(&d).join("b.mp4"));
     make_video(&a, 2, 160, 120, "ball");
     make_video(&b, 2, 160, 120, "ball");
-    let out = segstream(&d, &["run", a.to_str().unwrap(), b.to_str().unwrap(), "-o", "single.mp4"], SHORT);
+    let out = segstream(
+        &d,
+        &["run", a.to_str().unwrap(), b.to_str().unwrap(), "-o", "single.mp4"],
+        SHORT,
+    );
     assert_one_line_error(&out, &["several inputs", "single.mp4"]);
     assert!(finished_outputs(&d).is_empty());
 }
@@ -239,10 +258,24 @@ fn run_writes_overlay_and_json_with_the_sample_model() {
     let d = workdir("run-ok");
     let v = inputs(&d).join("clip.mp4");
     make_video(&v, 4, 320, 180, "ball");
-    let out = segstream(&d, &["run", v.to_str().unwrap(), "--model", model.to_str().unwrap(), "--threads", "2"], Duration::from_secs(300));
+    let out = segstream(
+        &d,
+        &[
+            "run",
+            v.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
+        Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("4 frames") && stdout.contains("p50") && stdout.contains("inference"), "{stdout}");
+    assert!(
+        stdout.contains("4 frames") && stdout.contains("p50") && stdout.contains("inference"),
+        "{stdout}"
+    );
     let mp4 = d.join("out/clip.mp4");
     let jsonl = d.join("out/clip.jsonl");
     assert!(std::fs::metadata(&mp4).unwrap().len() > 0);
@@ -267,12 +300,23 @@ fn truncated_video_keeps_only_partial_outputs() {
     let bytes = std::fs::read(&full).unwrap();
     let cut = inputs(&d).join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
-    let out = segstream(&d, &["run", cut.to_str().unwrap(), "--model", model.to_str().unwrap()], Duration::from_secs(300));
+    let out = segstream(
+        &d,
+        &["run", cut.to_str().unwrap(), "--model", model.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a truncated input must not succeed");
     assert!(stderr.contains("truncated") || stderr.contains("corrupt"), "{stderr}");
-    assert!(finished_outputs(&d).is_empty(), "finished-looking outputs: {:?}", finished_outputs(&d));
-    assert!(d.join("out/cut.jsonl.partial").exists(), "what decoded is kept as .partial");
+    assert!(
+        finished_outputs(&d).is_empty(),
+        "finished-looking outputs: {:?}",
+        finished_outputs(&d)
+    );
+    assert!(
+        d.join("out/cut.jsonl.partial").exists(),
+        "what decoded is kept as .partial"
+    );
 }
 
 #[test]
@@ -284,13 +328,29 @@ fn folder_batch_reports_a_bad_file_and_goes_on() {
     make_video(&folder.join("a.mp4"), 2, 160, 120, "ball");
     std::fs::write(folder.join("b.mp4"), "not a video").unwrap();
     make_video(&folder.join("c.mp4"), 2, 160, 120, "smpte");
-    let out = segstream(&d, &["run", folder.to_str().unwrap(), "--model", model.to_str().unwrap(), "--no-overlay"], Duration::from_secs(300));
+    let out = segstream(
+        &d,
+        &[
+            "run",
+            folder.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--no-overlay",
+        ],
+        Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stdout: {stdout} stderr: {stderr}");
     assert!(stderr.contains("b.mp4"), "{stderr}");
-    assert!(d.join("out/a.jsonl").is_file() && d.join("out/c.jsonl").is_file(), "{stdout}");
+    assert!(
+        d.join("out/a.jsonl").is_file() && d.join("out/c.jsonl").is_file(),
+        "{stdout}"
+    );
     assert!(!d.join("out/b.jsonl").exists());
     assert!(!d.join("out/a.mp4").exists(), "--no-overlay writes no video");
-    assert!(stdout.contains("a.mp4") && stdout.contains("error"), "summary table: {stdout}");
+    assert!(
+        stdout.contains("a.mp4") && stdout.contains("error"),
+        "summary table: {stdout}"
+    );
 }

@@ -8,10 +8,10 @@
 
 use std::sync::{Arc, Once};
 
+use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_check as gst_check;
 use gstreamer_video as gst_video;
-use gst::prelude::*;
 
 use segstream::backend::{Backend, InputTensor, Logits};
 use segstream::elements::{Mask2Former, SegmentationInfo, SegmentationMeta};
@@ -90,14 +90,26 @@ impl Backend for FakeBackend {
                 }
             }
         }
-        Ok(Logits { batch: 1, num_queries: Q, num_classes_plus_one: K + 1, mask_height: mh, mask_width: mw, class_logits, mask_logits })
+        Ok(Logits {
+            batch: 1,
+            num_queries: Q,
+            num_classes_plus_one: K + 1,
+            mask_height: mh,
+            mask_width: mw,
+            class_logits,
+            mask_logits,
+        })
     }
 }
 
 fn fake_segmenter() -> (Segmenter, Arc<std::sync::atomic::AtomicUsize>) {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s = Segmenter::with_backend(card(), Box::new(FakeBackend { calls: calls.clone() }), std::path::Path::new("fake.onnx"))
-        .expect("fake backend matches the card");
+    let s = Segmenter::with_backend(
+        card(),
+        Box::new(FakeBackend { calls: calls.clone() }),
+        std::path::Path::new("fake.onnx"),
+    )
+    .expect("fake backend matches the card");
     (s, calls)
 }
 
@@ -115,12 +127,17 @@ fn mask2former_with_fake() -> (Mask2Former, Arc<std::sync::atomic::AtomicUsize>)
 
 fn info(format: &str, w: u32, h: u32) -> gst_video::VideoInfo {
     let f = gst_video::VideoFormat::from_string(format);
-    gst_video::VideoInfo::builder(f, w, h).fps(gst::Fraction::new(30, 1)).build().expect("video info")
+    gst_video::VideoInfo::builder(f, w, h)
+        .fps(gst::Fraction::new(30, 1))
+        .build()
+        .expect("video info")
 }
 
 /// A frame filled with a deterministic pattern, with PTS `n * 33 ms`.
 fn frame(info: &gst_video::VideoInfo, n: u64) -> gst::Buffer {
-    let data: Vec<u8> = (0..info.size()).map(|i| ((i * 7 + n as usize * 13) % 251) as u8).collect();
+    let data: Vec<u8> = (0..info.size())
+        .map(|i| ((i * 7 + n as usize * 13) % 251) as u8)
+        .collect();
     let mut b = gst::Buffer::from_mut_slice(data);
     {
         let b = b.get_mut().unwrap();
@@ -149,8 +166,26 @@ fn halves(w: u32, h: u32) -> Segmentation {
         task: Task::Panoptic,
         ids,
         segments: vec![
-            Segment { id: 1, label_id: 0, label: "square".into(), score: 0.99, is_thing: true, area: half, bbox: [0, 0, w / 2, h], track_id: None },
-            Segment { id: 2, label_id: 2, label: "background".into(), score: 0.98, is_thing: false, area: half, bbox: [w / 2, 0, w / 2, h], track_id: None },
+            Segment {
+                id: 1,
+                label_id: 0,
+                label: "square".into(),
+                score: 0.99,
+                is_thing: true,
+                area: half,
+                bbox: [0, 0, w / 2, h],
+                track_id: None,
+            },
+            Segment {
+                id: 2,
+                label_id: 2,
+                label: "background".into(),
+                score: 0.98,
+                is_thing: false,
+                area: half,
+                bbox: [w / 2, 0, w / 2, h],
+                track_id: None,
+            },
         ],
     }
 }
@@ -159,7 +194,11 @@ fn with_meta(mut buf: gst::Buffer, seg: Segmentation, frame_no: u64) -> gst::Buf
     let info = SegmentationInfo {
         frame: frame_no,
         model: "fake-m2f".into(),
-        timings: Timings { preprocess_ms: 1.0, inference_ms: 2.0, postprocess_ms: 3.0 },
+        timings: Timings {
+            preprocess_ms: 1.0,
+            inference_ms: 2.0,
+            postprocess_ms: 3.0,
+        },
         stale: false,
     };
     SegmentationMeta::add(buf.make_mut(), Arc::new(seg), labels(), info).expect("add meta");
@@ -179,7 +218,11 @@ fn registers_three_elements() {
     for name in ["mask2former", "segoverlay", "segmetaenc"] {
         let f = gst::ElementFactory::find(name).unwrap_or_else(|| panic!("{name} not registered"));
         assert_eq!(f.plugin_name().as_deref(), Some("segstream"), "{name}");
-        assert!(!f.metadata(gst::ELEMENT_METADATA_DESCRIPTION).unwrap_or_default().is_empty());
+        assert!(
+            !f.metadata(gst::ELEMENT_METADATA_DESCRIPTION)
+                .unwrap_or_default()
+                .is_empty()
+        );
     }
     // registering again is harmless
     segstream::elements::register_static().unwrap();
@@ -228,7 +271,11 @@ fn mask2former_property_defaults_and_roundtrip() {
     assert_eq!((ps.minimum(), ps.default_value()), (1, 1));
     for p in e.list_properties() {
         if p.owner_type() == e.type_() {
-            assert!(!p.blurb().unwrap_or_default().is_empty(), "property {} has no blurb", p.name());
+            assert!(
+                !p.blurb().unwrap_or_default().is_empty(),
+                "property {} has no blurb",
+                p.name()
+            );
         }
     }
 }
@@ -270,12 +317,22 @@ fn filters_accept_each_format_and_reject_others() {
         let e = gst::ElementFactory::make(name).build().unwrap();
         let sink = e.static_pad("sink").unwrap();
         for f in FORMATS {
-            assert!(sink.query_accept_caps(&info(f, W, H).to_caps().unwrap()), "{name} rejects {f}");
+            assert!(
+                sink.query_accept_caps(&info(f, W, H).to_caps().unwrap()),
+                "{name} rejects {f}"
+            );
         }
-        assert!(!sink.query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap()), "{name} accepts GRAY8");
+        assert!(
+            !sink.query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap()),
+            "{name} accepts GRAY8"
+        );
     }
     let e = gst::ElementFactory::make("segmetaenc").build().unwrap();
-    assert!(e.static_pad("sink").unwrap().query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap()));
+    assert!(
+        e.static_pad("sink")
+            .unwrap()
+            .query_accept_caps(&info("GRAY8", W, H).to_caps().unwrap())
+    );
     let src_caps = e.static_pad("src").unwrap().query_caps(None);
     assert_eq!(src_caps.structure(0).unwrap().name().as_str(), "application/x-ndjson");
 }
@@ -306,7 +363,11 @@ fn mask2former_meta_is_correct() {
     let input = frame(&vi, 0);
     let input_data = input.map_readable().unwrap().to_vec();
     let out = h.push_and_pull(input).unwrap();
-    assert_eq!(out.map_readable().unwrap().as_slice(), input_data.as_slice(), "mask2former must not change pixels");
+    assert_eq!(
+        out.map_readable().unwrap().as_slice(),
+        input_data.as_slice(),
+        "mask2former must not change pixels"
+    );
     assert_eq!(out.pts(), Some(gst::ClockTime::ZERO));
     let meta = out.meta::<SegmentationMeta>().expect("meta");
     let info = meta.info();
@@ -344,7 +405,10 @@ fn mask2former_task_property_applies() {
     let vi = info("RGBA", W, H);
     h.set_src_caps(vi.to_caps().unwrap());
     let out = h.push_and_pull(frame(&vi, 0)).unwrap();
-    assert_eq!(out.meta::<SegmentationMeta>().unwrap().segmentation().task, Task::Semantic);
+    assert_eq!(
+        out.meta::<SegmentationMeta>().unwrap().segmentation().task,
+        Task::Semantic
+    );
 }
 
 #[test]
@@ -383,7 +447,10 @@ fn mask2former_posts_frame_messages() {
         .expect("segstream-frame message");
     let s = msg.structure().unwrap();
     assert_eq!(s.get::<u64>("frame").unwrap(), 0);
-    assert_eq!(s.get::<Option<gst::ClockTime>>("pts").unwrap(), Some(gst::ClockTime::from_mseconds(66)));
+    assert_eq!(
+        s.get::<Option<gst::ClockTime>>("pts").unwrap(),
+        Some(gst::ClockTime::from_mseconds(66))
+    );
     assert_eq!(s.get::<u32>("segments").unwrap(), 2);
     let labels = s.get::<gst::Array>("labels").unwrap();
     assert_eq!(labels.len(), 2);
@@ -497,7 +564,10 @@ fn segoverlay_draws_the_meta_in_each_format() {
         let out_data = out.map_readable().unwrap().to_vec();
         assert_eq!(out_data.len(), data.len());
         assert_ne!(out_data, data, "{f}: nothing drawn");
-        assert!(out.meta::<SegmentationMeta>().is_some(), "{f}: meta must stay on the buffer");
+        assert!(
+            out.meta::<SegmentationMeta>().is_some(),
+            "{f}: meta must stay on the buffer"
+        );
     }
 }
 
@@ -509,7 +579,8 @@ fn segoverlay_handles_a_meta_of_another_size() {
     let vi = info("RGB", W, H);
     h.set_src_caps(vi.to_caps().unwrap());
     let input = with_meta(frame(&vi, 0), halves(W / 2, H / 2), 0);
-    h.push_and_pull(input).expect("meta of another size is resized, not an error");
+    h.push_and_pull(input)
+        .expect("meta of another size is resized, not an error");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -534,7 +605,10 @@ fn segmetaenc_writes_one_json_line_per_meta() {
     assert_eq!(v["stream"], "test-stream");
     assert_eq!(v["frame"], 3);
     assert_eq!(v["pts"], 99_000_000u64);
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(W as u64), Some(H as u64)));
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(W as u64), Some(H as u64))
+    );
     assert_eq!(v["model"], "fake-m2f");
     assert_eq!(v["task"], "panoptic");
     assert_eq!(v["segments"].as_array().unwrap().len(), 2);
@@ -581,7 +655,10 @@ fn meta_is_copied_with_the_buffer() {
     init();
     let b = with_meta(frame(&info("RGB", W, H), 0), halves(W, H), 0);
     let c = b.copy();
-    let (m1, m2) = (b.meta::<SegmentationMeta>().unwrap(), c.meta::<SegmentationMeta>().unwrap());
+    let (m1, m2) = (
+        b.meta::<SegmentationMeta>().unwrap(),
+        c.meta::<SegmentationMeta>().unwrap(),
+    );
     assert!(Arc::ptr_eq(m1.segmentation(), m2.segmentation()));
     assert_eq!(m2.info().frame, 0);
     assert_eq!(c.iter_meta::<SegmentationMeta>().count(), 1);
@@ -620,7 +697,9 @@ fn meta_reaches_both_branches_of_a_tee() {
     src.end_of_stream().unwrap();
     for name in ["a", "b"] {
         let sink = p.by_name(name).unwrap().downcast::<gst_app::AppSink>().unwrap();
-        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).unwrap_or_else(|| panic!("branch {name}: no buffer"));
+        let sample = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(10))
+            .unwrap_or_else(|| panic!("branch {name}: no buffer"));
         let buf = sample.buffer().unwrap();
         assert_eq!(buf.iter_meta::<SegmentationMeta>().count(), 1, "branch {name}");
         assert_eq!(buf.meta::<SegmentationMeta>().unwrap().info().frame, 9, "branch {name}");
@@ -635,7 +714,11 @@ fn meta_is_scaled_by_videoscale() {
     let vi = info("RGB", W, H);
     h.set_src_caps(vi.to_caps().unwrap());
     let out = h.push_and_pull(with_meta(frame(&vi, 0), halves(W, H), 0)).unwrap();
-    assert_eq!(out.iter_meta::<SegmentationMeta>().count(), 1, "exactly one meta after scaling");
+    assert_eq!(
+        out.iter_meta::<SegmentationMeta>().count(),
+        1,
+        "exactly one meta after scaling"
+    );
     let m = out.meta::<SegmentationMeta>().unwrap();
     let seg = m.segmentation();
     assert_eq!((seg.width, seg.height), (32, 24));
@@ -653,14 +736,25 @@ fn elements_chain_end_to_end_with_fake_model() {
     let overlay = gst::ElementFactory::make("segoverlay").build().unwrap();
     let scale = gst::ElementFactory::make("videoscale").build().unwrap();
     let caps = gst::ElementFactory::make("capsfilter")
-        .property("caps", gst::Caps::builder("video/x-raw").field("width", 32).field("height", 24).build())
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("width", 32)
+                .field("height", 24)
+                .build(),
+        )
         .build()
         .unwrap();
-    let enc = gst::ElementFactory::make("segmetaenc").property("stream-name", "e2e").build().unwrap();
+    let enc = gst::ElementFactory::make("segmetaenc")
+        .property("stream-name", "e2e")
+        .build()
+        .unwrap();
     bin.add_many([m.upcast_ref(), &overlay, &scale, &caps, &enc]).unwrap();
     gst::Element::link_many([m.upcast_ref(), &overlay, &scale, &caps, &enc]).unwrap();
-    bin.add_pad(&gst::GhostPad::with_target(&m.static_pad("sink").unwrap()).unwrap()).unwrap();
-    bin.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap()).unwrap();
+    bin.add_pad(&gst::GhostPad::with_target(&m.static_pad("sink").unwrap()).unwrap())
+        .unwrap();
+    bin.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap())
+        .unwrap();
     let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
     let vi = info("I420", W, H);
     h.set_src_caps(vi.to_caps().unwrap());

@@ -20,7 +20,11 @@ fn repo() -> PathBuf {
 fn plugin_dir() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // target/<profile>/deps/gst_launch-xxxx → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).ok_or("no target folder")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target folder")?
+        .to_path_buf();
     if dir.join("libgstsegstream.so").is_file() {
         Ok(dir)
     } else {
@@ -32,7 +36,12 @@ fn plugin_dir() -> Result<PathBuf, String> {
 }
 
 fn tool(name: &str) -> Result<(), String> {
-    match Command::new(name).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    match Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(s) if s.success() => Ok(()),
         _ => Err(format!("{name} not installed")),
     }
@@ -52,7 +61,11 @@ fn ort_library() -> Result<PathBuf, String> {
 
 fn sample_model() -> Result<PathBuf, String> {
     let m = repo().join("samples/models/shapes-m2f.onnx");
-    if m.is_file() { Ok(m) } else { Err(format!("{} not present", m.display())) }
+    if m.is_file() {
+        Ok(m)
+    } else {
+        Err(format!("{} not present", m.display()))
+    }
 }
 
 /// Everything a test needs, or the reason to skip it.
@@ -66,9 +79,20 @@ fn env(needs_model: bool) -> Result<(Env, Option<PathBuf>), String> {
     tool("gst-launch-1.0")?;
     tool("gst-inspect-1.0")?;
     let plugin_dir = plugin_dir()?;
-    let (model, ort) = if needs_model { (Some(sample_model()?), Some(ort_library()?)) } else { (None, ort_library().ok()) };
+    let (model, ort) = if needs_model {
+        (Some(sample_model()?), Some(ort_library()?))
+    } else {
+        (None, ort_library().ok())
+    };
     let registry = std::env::temp_dir().join(format!("segstream-gst-registry-{}.bin", std::process::id()));
-    Ok((Env { plugin_dir, registry, ort }, model))
+    Ok((
+        Env {
+            plugin_dir,
+            registry,
+            ort,
+        },
+        model,
+    ))
 }
 
 macro_rules! env_or_skip {
@@ -111,7 +135,10 @@ impl Env {
             if start.elapsed() > limit {
                 let _ = child.kill();
                 let out = child.wait_with_output().unwrap();
-                panic!("{program} {args:?} hung; stderr: {}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "{program} {args:?} hung; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -155,7 +182,11 @@ fn inspect_lists_the_three_elements_and_their_properties() {
     let (env, _) = env_or_skip!("inspect_lists_the_three_elements_and_their_properties", false);
     let out = env.run("gst-inspect-1.0", &["segstream"], Duration::from_secs(60));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "gst-inspect-1.0 segstream failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gst-inspect-1.0 segstream failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for e in ["mask2former", "segoverlay", "segmetaenc"] {
         assert!(text.contains(e), "{e} missing from:\n{text}");
     }
@@ -164,7 +195,18 @@ fn inspect_lists_the_three_elements_and_their_properties() {
     let props: [(&str, &[&str]); 3] = [
         (
             "mask2former",
-            &["model", "backend", "device", "task", "score-threshold", "overlap-threshold", "mask-threshold", "interval", "post-messages", "threads"],
+            &[
+                "model",
+                "backend",
+                "device",
+                "task",
+                "score-threshold",
+                "overlap-threshold",
+                "mask-threshold",
+                "interval",
+                "post-messages",
+                "threads",
+            ],
         ),
         ("segoverlay", &["alpha", "contours", "labels", "color-by"]),
         ("segmetaenc", &["stream-name"]),
@@ -174,7 +216,10 @@ fn inspect_lists_the_three_elements_and_their_properties() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "gst-inspect-1.0 {element}");
         for n in names {
-            assert!(text.contains(&format!("  {n} ")), "{element}: property {n} missing:\n{text}");
+            assert!(
+                text.contains(&format!("  {n} ")),
+                "{element}: property {n} missing:\n{text}"
+            );
         }
     }
     let out = env.run("gst-inspect-1.0", &["segmetaenc"], Duration::from_secs(60));
@@ -188,7 +233,11 @@ fn launch_with_a_missing_model_fails_with_its_path() {
         "videotestsrc num-buffers=2 ! mask2former model=/nonexistent/m2f.onnx ! fakesink",
         Duration::from_secs(60),
     );
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("/nonexistent/m2f.onnx"), "{all}");
 }
@@ -213,7 +262,10 @@ fn launch_overlay_to_mp4() {
     let len = std::fs::metadata(&mp4).map(|m| m.len()).unwrap_or(0);
     assert!(len > 1000, "mp4 is {len} bytes");
     // The file decodes: count its frames.
-    let out = env.launch(&format!("filesrc location={} ! decodebin ! fakesink", mp4.display()), Duration::from_secs(60));
+    let out = env.launch(
+        &format!("filesrc location={} ! decodebin ! fakesink", mp4.display()),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success(), "written mp4 does not decode");
 }
 

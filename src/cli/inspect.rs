@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use segstream::backend::onnxruntime::{OrtBackend, OrtOptions};
 use segstream::backend::Backend;
+use segstream::backend::onnxruntime::{OrtBackend, OrtOptions};
 use segstream::model::ModelCard;
 
 use super::fail;
@@ -24,10 +24,17 @@ pub fn inspect(model: &Path) -> ExitCode {
     println!(
         "source:       {}{}",
         card.source.checkpoint,
-        card.source.revision.as_deref().map(|r| format!(" @ {r}")).unwrap_or_default()
+        card.source
+            .revision
+            .as_deref()
+            .map(|r| format!(" @ {r}"))
+            .unwrap_or_default()
     );
     let i = &card.input;
-    println!("input:        {}x{} {} mean {:?} std {:?}", i.height, i.width, i.channel_order, i.mean, i.std);
+    println!(
+        "input:        {}x{} {} mean {:?} std {:?}",
+        i.height, i.width, i.channel_order, i.mean, i.std
+    );
     println!("queries:      {}", card.num_queries);
     let d = &card.defaults;
     println!(
@@ -38,17 +45,29 @@ pub fn inspect(model: &Path) -> ExitCode {
         d.mask_threshold
     );
     let things = card.labels.iter().filter(|l| l.isthing).count();
-    println!("labels:       {} ({things} things, {} stuff)", card.labels.len(), card.labels.len() - things);
+    println!(
+        "labels:       {} ({things} things, {} stuff)",
+        card.labels.len(),
+        card.labels.len() - things
+    );
     for l in &card.labels {
         let [r, g, b] = l.color;
-        println!("  {:>4}  {:<24} {:<6} #{r:02x}{g:02x}{b:02x}", l.id, l.name, if l.isthing { "thing" } else { "stuff" });
+        println!(
+            "  {:>4}  {:<24} {:<6} #{r:02x}{g:02x}{b:02x}",
+            l.id,
+            l.name,
+            if l.isthing { "thing" } else { "stuff" }
+        );
     }
     match OrtBackend::open(model, &OrtOptions::default()) {
         Ok(backend) => {
             println!("backend:      {}", backend.name());
             println!("network:");
             for (kind, name, dims) in backend.describe() {
-                let dims: Vec<String> = dims.iter().map(|d| if *d < 0 { "?".into() } else { d.to_string() }).collect();
+                let dims: Vec<String> = dims
+                    .iter()
+                    .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                    .collect();
                 println!("  {kind:<7} {name:<24} [{}]", dims.join(", "));
             }
             let (h, w) = backend.input_size();
@@ -59,10 +78,19 @@ pub fn inspect(model: &Path) -> ExitCode {
                 ok = false;
             }
             if q != card.num_queries as usize || k1 != card.labels.len() + 1 {
-                println!("mismatch:     card {} queries / {} labels, network {q} queries / {} classes", card.num_queries, card.labels.len(), k1.saturating_sub(1));
+                println!(
+                    "mismatch:     card {} queries / {} labels, network {q} queries / {} classes",
+                    card.num_queries,
+                    card.labels.len(),
+                    k1.saturating_sub(1)
+                );
                 ok = false;
             }
-            if ok { ExitCode::SUCCESS } else { fail("model card and network disagree") }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                fail("model card and network disagree")
+            }
         }
         Err(e) => fail(format!("cannot load the network of {}: {e}", model.display())),
     }

@@ -6,19 +6,19 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use segstream::elements::mask2former::{DeviceSetting, open_segmenter};
 use segstream::pipeline::{
-    self, percentile, ElementSettings, Outcome, Outputs, Probe, RunReport, Source, IMAGE_EXTENSIONS, INTERRUPTED,
-    VIDEO_EXTENSIONS,
+    self, ElementSettings, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS,
+    percentile,
 };
 use segstream::segmentation::Task;
-use segstream::elements::mask2former::{open_segmenter, DeviceSetting};
 use segstream::segmenter::SegmenterConfig;
 
-use super::{fail, find_shipped, SAMPLE_MODEL, SAMPLE_VIDEO};
+use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -56,18 +56,30 @@ pub struct RunArgs {
 
 fn parse_unit(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is outside 0..1")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..1"))
+    }
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v > 0.0 && v < 1e6 { Ok(v) } else { Err(format!("{v} must be a positive number of seconds")) }
+    if v > 0.0 && v < 1e6 {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be a positive number of seconds"))
+    }
 }
 
 fn media_ext(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| VIDEO_EXTENSIONS.iter().chain(IMAGE_EXTENSIONS).any(|x| x.eq_ignore_ascii_case(e)) || e == "jsonl")
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        VIDEO_EXTENSIONS
+            .iter()
+            .chain(IMAGE_EXTENSIONS)
+            .any(|x| x.eq_ignore_ascii_case(e))
+            || e == "jsonl"
+    })
 }
 
 /// Output paths of every source (see `RunArgs` for the rules).
@@ -97,14 +109,20 @@ fn plan_outputs(sources: &[Source], args: &RunArgs) -> Result<Vec<Outputs>> {
         if video.as_ref() == Some(&json) {
             bail!("the overlay and JSON outputs are the same file {}", json.display());
         }
-        return Ok(vec![Outputs { video, json: Some(json) }]);
+        return Ok(vec![Outputs {
+            video,
+            json: Some(json),
+        }]);
     }
     for (flag, p) in [("-o", &args.output), ("--json", &args.json)] {
         if let Some(p) = p
             && !p.is_dir()
             && media_ext(p)
         {
-            bail!("with several inputs, {flag} names a folder, not a file ({})", p.display());
+            bail!(
+                "with several inputs, {flag} names a folder, not a file ({})",
+                p.display()
+            );
         }
     }
     let vdir = args.output.clone().unwrap_or_else(|| default_dir.clone());
@@ -139,7 +157,13 @@ impl Item {
     fn error(&self) -> Option<String> {
         match (&self.probe, &self.report) {
             (Err(e), _) => Some(e.clone()),
-            (_, Some(RunReport { outcome: Outcome::Failed(e), .. })) => Some(e.clone()),
+            (
+                _,
+                Some(RunReport {
+                    outcome: Outcome::Failed(e),
+                    ..
+                }),
+            ) => Some(e.clone()),
             _ => None,
         }
     }
@@ -183,7 +207,12 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             }
             eprintln!("segstream: error: {}", pipeline::one_line(e));
         }
-        items.push(Item { source, outputs, probe, report: None });
+        items.push(Item {
+            source,
+            outputs,
+            probe,
+            report: None,
+        });
     }
     if items.iter().all(|i| i.probe.is_err()) {
         bail!("none of the {} inputs could be opened", items.len());
@@ -200,9 +229,16 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     }
     let mut cfg = SegmenterConfig::new(&model);
     cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
-    let mut segmenter = Some(open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?);
+    let mut segmenter = Some(
+        open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?,
+    );
     let task: Option<Task> = args.task.as_deref().map(str::parse).transpose()?;
-    let settings = ElementSettings { model: Some(model.clone()), task, score_threshold: args.score_threshold, threads: args.threads };
+    let settings = ElementSettings {
+        model: Some(model.clone()),
+        task,
+        score_threshold: args.score_threshold,
+        threads: args.threads,
+    };
 
     pipeline::install_signal_handlers();
     let n = items.len();
@@ -225,7 +261,11 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
                 if !batch {
                     return Err(e);
                 }
-                eprintln!("segstream: error: {}: {}", item.source.display(), pipeline::one_line(&e.to_string()));
+                eprintln!(
+                    "segstream: error: {}: {}",
+                    item.source.display(),
+                    pipeline::one_line(&e.to_string())
+                );
                 item.probe = Err(e.to_string());
                 continue;
             }
@@ -238,20 +278,35 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         // The element gives the injected segmenter back when it stops.
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
-            segmenter = Some(open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?);
+            segmenter = Some(
+                open_segmenter(&cfg, DeviceSetting::Auto)
+                    .map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?,
+            );
         }
         if let Outcome::Failed(e) = &report.outcome {
             let kept: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();
-            let kept = if kept.is_empty() { String::new() } else { format!("; kept what was processed in {}", kept.join(", ")) };
+            let kept = if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; kept what was processed in {}", kept.join(", "))
+            };
             eprintln!(
                 "segstream: error: {}: {}{}",
                 item.source.display(),
                 pipeline::one_line(e),
-                if report.frames > 0 && !e.contains("frames") { format!(" (after {} frames){kept}", report.frames) } else { kept }
+                if report.frames > 0 && !e.contains("frames") {
+                    format!(" (after {} frames){kept}", report.frames)
+                } else {
+                    kept
+                }
             );
         }
         for w in &report.warnings {
-            eprintln!("segstream: warning: {}: {}", item.source.display(), pipeline::one_line(w));
+            eprintln!(
+                "segstream: warning: {}: {}",
+                item.source.display(),
+                pipeline::one_line(w)
+            );
         }
         if !batch {
             print_report(&item.source, &report);
@@ -264,7 +319,13 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
 
     let failed = items.iter().filter(|i| i.error().is_some()).count();
     let interrupted_file = items.iter().any(|i| {
-        matches!(i.report, Some(RunReport { outcome: Outcome::Interrupted, .. })) && !i.source.is_live()
+        matches!(
+            i.report,
+            Some(RunReport {
+                outcome: Outcome::Interrupted,
+                ..
+            })
+        ) && !i.source.is_live()
     });
     Ok(if failed > 0 {
         if batch {
@@ -282,9 +343,9 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     match total {
         Some(t) => {
             let b = ProgressBar::new(t);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} frames  {per_sec}  ETA {eta}",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} frames  {per_sec}  ETA {eta}")
+            {
                 b.set_style(style.progress_chars("=> "));
             }
             b
@@ -312,7 +373,11 @@ fn print_report(source: &Source, r: &RunReport) {
         r.frames,
         r.wall.as_secs_f64(),
         r.fps(),
-        if outputs.is_empty() { String::new() } else { format!(" -> {}", outputs.join(", ")) }
+        if outputs.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", outputs.join(", "))
+        }
     );
     if r.timings.is_empty() {
         return;
@@ -326,18 +391,34 @@ fn print_report(source: &Source, r: &RunReport) {
     ];
     for (name, f) in stages {
         let v: Vec<f64> = r.timings.iter().map(f).collect();
-        println!("  {name:<20} {:>9} {:>9}", ms(percentile(&v, 0.5)), ms(percentile(&v, 0.95)));
+        println!(
+            "  {name:<20} {:>9} {:>9}",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.95))
+        );
     }
 }
 
 fn print_summary(items: &[Item]) {
-    let width = items.iter().map(|i| i.source.display().len()).max().unwrap_or(5).clamp(5, 60);
-    println!("{:<width$}  {:>7}  {:>7}  {:>9}  status", "input", "frames", "fps", "infer p50");
+    let width = items
+        .iter()
+        .map(|i| i.source.display().len())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 60);
+    println!(
+        "{:<width$}  {:>7}  {:>7}  {:>9}  status",
+        "input", "frames", "fps", "infer p50"
+    );
     for i in items {
         let (frames, fps, p50) = match &i.report {
             Some(r) => {
                 let inf: Vec<f64> = r.timings.iter().map(|t| t.inference_ms).collect();
-                (r.frames.to_string(), format!("{:.1}", r.fps()), ms(percentile(&inf, 0.5)))
+                (
+                    r.frames.to_string(),
+                    format!("{:.1}", r.fps()),
+                    ms(percentile(&inf, 0.5)),
+                )
             }
             None => ("-".into(), "-".into(), "-".into()),
         };
@@ -353,6 +434,13 @@ fn print_summary(items: &[Item]) {
         println!("{name:<width$}  {frames:>7}  {fps:>7}  {p50:>9}  {status}");
     }
     let total: u64 = items.iter().filter_map(|i| i.report.as_ref()).map(|r| r.frames).sum();
-    let secs: f64 = items.iter().filter_map(|i| i.report.as_ref()).map(|r| r.wall.as_secs_f64()).sum();
-    println!("total: {total} frames in {secs:.1} s ({:.1} fps)", if secs > 0.0 { total as f64 / secs } else { 0.0 });
+    let secs: f64 = items
+        .iter()
+        .filter_map(|i| i.report.as_ref())
+        .map(|r| r.wall.as_secs_f64())
+        .sum();
+    println!(
+        "total: {total} frames in {secs:.1} s ({:.1} fps)",
+        if secs > 0.0 { total as f64 / secs } else { 0.0 }
+    );
 }

@@ -22,11 +22,11 @@ use std::ffi::c_char;
 use std::sync::{Arc, OnceLock};
 use std::{fmt, mem, ptr};
 
+use gst::glib;
+use gst::glib::translate::{IntoGlib, from_glib};
+use gst::meta::MetaAPIExt;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
-use gst::glib;
-use gst::glib::translate::{from_glib, IntoGlib};
-use gst::meta::MetaAPIExt;
 
 use crate::model::Label;
 use crate::schema::FrameInfo;
@@ -90,7 +90,13 @@ impl SegmentationMeta {
         info: SegmentationInfo,
     ) -> Result<gst::MetaRefMut<'_, Self, gst::meta::Standalone>, glib::BoolError> {
         let meta_info = imp::meta_info()?;
-        let mut params = mem::ManuallyDrop::new(imp::Params { data: Data { segmentation, labels, info } });
+        let mut params = mem::ManuallyDrop::new(imp::Params {
+            data: Data {
+                segmentation,
+                labels,
+                info,
+            },
+        });
         // SAFETY: `buffer` is writable (we hold `&mut BufferRef`), `meta_info` is our
         // registered info, and `params` points to a valid `Params` that `init` moves out of
         // with `ptr::read`; it is not used again afterwards unless `init` did not run.
@@ -193,7 +199,13 @@ pub fn scale_segmentation(seg: &Segmentation, width: u32, height: u32) -> Segmen
     } else {
         recompute_segments(&seg.segments, &ids, dw)
     };
-    Segmentation { width, height, task: seg.task, ids, segments }
+    Segmentation {
+        width,
+        height,
+        task: seg.task,
+        ids,
+        segments,
+    }
 }
 
 /// Scale areas and boxes by the size ratio (boxes rounded outwards, clamped to the frame).
@@ -256,7 +268,11 @@ fn recompute_segments(segments: &[Segment], ids: &[u32], width: usize) -> Vec<Se
         .iter()
         .zip(stats)
         .filter(|(_, st)| st.0 > 0)
-        .map(|(s, (area, x0, y0, x1, y1))| Segment { area, bbox: [x0, y0, x1 - x0 + 1, y1 - y0 + 1], ..s.clone() })
+        .map(|(s, (area, x0, y0, x1, y1))| Segment {
+            area,
+            bbox: [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+            ..s.clone()
+        })
         .collect()
 }
 
@@ -287,8 +303,12 @@ mod imp {
             ];
             // SAFETY: both strings are NUL-terminated statics and `tags` is a
             // NULL-terminated array; GStreamer copies the tags.
-            let t: glib::Type =
-                unsafe { from_glib(gst::ffi::gst_meta_api_type_register(API_NAME.as_ptr(), tags.as_mut_ptr())) };
+            let t: glib::Type = unsafe {
+                from_glib(gst::ffi::gst_meta_api_type_register(
+                    API_NAME.as_ptr(),
+                    tags.as_mut_ptr(),
+                ))
+            };
             if t == glib::Type::INVALID {
                 // Already registered in this process (e.g. by another copy of the
                 // library): reuse it.
@@ -427,8 +447,26 @@ mod tests {
             task: Task::Panoptic,
             ids: vec![1, 1, 2, 2, 1, 1, 2, 2],
             segments: vec![
-                Segment { id: 1, label_id: 0, label: "a".into(), score: 0.9, is_thing: true, area: 4, bbox: [0, 0, 2, 2], track_id: None },
-                Segment { id: 2, label_id: 1, label: "b".into(), score: 0.8, is_thing: false, area: 4, bbox: [2, 0, 2, 2], track_id: None },
+                Segment {
+                    id: 1,
+                    label_id: 0,
+                    label: "a".into(),
+                    score: 0.9,
+                    is_thing: true,
+                    area: 4,
+                    bbox: [0, 0, 2, 2],
+                    track_id: None,
+                },
+                Segment {
+                    id: 2,
+                    label_id: 1,
+                    label: "b".into(),
+                    score: 0.8,
+                    is_thing: false,
+                    area: 4,
+                    bbox: [2, 0, 2, 2],
+                    track_id: None,
+                },
             ],
         }
     }

@@ -14,9 +14,9 @@ pub mod segoverlay;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use gst::glib;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
-use gst::glib;
 
 pub use mask2former::Mask2Former;
 pub use meta::{SegmentationInfo, SegmentationMeta};

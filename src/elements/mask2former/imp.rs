@@ -2,14 +2,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use gstreamer as gst;
-use gstreamer_base as gst_base;
-use gstreamer_video as gst_video;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
+use gstreamer as gst;
+use gstreamer_base as gst_base;
+use gstreamer_video as gst_video;
 
 use super::{BackendSetting, DeviceSetting, TaskSetting};
 use crate::elements::meta::{SegmentationInfo, SegmentationMeta};
@@ -20,7 +20,11 @@ use crate::segmentation::Segmentation;
 use crate::segmenter::{Segmenter, SegmenterConfig, Timings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("mask2former", gst::DebugColorFlags::empty(), Some("Mask2Former segmentation"))
+    gst::DebugCategory::new(
+        "mask2former",
+        gst::DebugColorFlags::empty(),
+        Some("Mask2Former segmentation"),
+    )
 });
 
 const DEFAULT_SCORE_THRESHOLD: f32 = 0.8;
@@ -114,7 +118,10 @@ impl Mask2Former {
         cfg.ort.intra_threads = (settings.threads > 0).then_some(settings.threads as usize);
         match std::panic::catch_unwind(AssertUnwindSafe(|| super::open_segmenter(&cfg, settings.device))) {
             Ok(Ok(s)) => Ok((s, false)),
-            Ok(Err(e)) => Err(gst::error_msg!(gst::ResourceError::OpenRead, ("cannot open model {model}: {e}"))),
+            Ok(Err(e)) => Err(gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                ("cannot open model {model}: {e}")
+            )),
             Err(p) => Err(gst::error_msg!(
                 gst::ResourceError::OpenRead,
                 ("cannot open model {model}: panic while loading: {}", panic_message(&p))
@@ -143,7 +150,9 @@ impl Mask2Former {
             .field("inference-ms", info.timings.inference_ms)
             .field("postprocess-ms", info.timings.postprocess_ms)
             .build();
-        let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
     }
 }
 
@@ -235,7 +244,11 @@ impl ObjectImpl for Mask2Former {
             "model" => {
                 let v: Option<String> = value.get().unwrap_or(None);
                 if self.running.load(Ordering::SeqCst) {
-                    gst::warning!(CAT, imp = self, "model changed while running: takes effect on the next start");
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "model changed while running: takes effect on the next start"
+                    );
                 }
                 s.model = v.filter(|p| !p.is_empty());
             }
@@ -323,11 +336,23 @@ impl BaseTransformImpl for Mask2Former {
         let card = segmenter.card();
         let labels: Arc<[Label]> = card.labels.clone().into();
         let model_name = card.name.clone();
-        gst::info!(CAT, imp = self, "opened {segmenter:?} ({model_name}, {} labels)", labels.len());
+        gst::info!(
+            CAT,
+            imp = self,
+            "opened {segmenter:?} ({model_name}, {} labels)",
+            labels.len()
+        );
         *lock(&self.card_defaults) = Some(card.defaults.clone());
         self.running.store(true, Ordering::SeqCst);
-        *lock(&self.state) =
-            Some(State { segmenter, injected, labels, model_name, video: None, frames: 0, last: None });
+        *lock(&self.state) = Some(State {
+            segmenter,
+            injected,
+            labels,
+            model_name,
+            video: None,
+            frames: 0,
+            last: None,
+        });
         Ok(())
     }
 
@@ -346,16 +371,26 @@ impl BaseTransformImpl for Mask2Former {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
-        let format = PixelFormat::from_name(info.format().to_str())
-            .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        let format = PixelFormat::from_name(info.format().to_str()).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
         let mut state = lock(&self.state);
         let Some(state) = state.as_mut() else {
             return Err(gst::loggable_error!(CAT, "caps set before the element started"));
         };
-        if state.video.as_ref().is_some_and(|(old, _)| (old.width(), old.height()) != (info.width(), info.height())) {
+        if state
+            .video
+            .as_ref()
+            .is_some_and(|(old, _)| (old.width(), old.height()) != (info.width(), info.height()))
+        {
             state.last = None;
         }
-        gst::debug!(CAT, imp = self, "negotiated {}x{} {:?}", info.width(), info.height(), format);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "negotiated {}x{} {:?}",
+            info.width(),
+            info.height(),
+            format
+        );
         state.video = Some((info, format));
         Ok(())
     }
@@ -379,7 +414,11 @@ impl BaseTransformImpl for Mask2Former {
             return Err(gst::FlowError::NotNegotiated);
         };
         let Some((info, format)) = state.video.clone() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps were negotiated"));
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("buffer before caps were negotiated")
+            );
             return Err(gst::FlowError::NotNegotiated);
         };
         if buf.flags().contains(gst::BufferFlags::GAP) && buf.size() == 0 {
@@ -401,7 +440,11 @@ impl BaseTransformImpl for Mask2Former {
                 p.mask_threshold = settings.mask_threshold.unwrap_or(defaults.mask_threshold);
 
                 let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|_| {
-                    gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"));
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("cannot map frame {frame_no} for reading")
+                    );
                     gst::FlowError::Error
                 })?;
                 let mut planes: [&[u8]; 3] = [&[], &[], &[]];
@@ -424,7 +467,11 @@ impl BaseTransformImpl for Mask2Former {
                 let (seg, timings) = match result {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => {
-                        gst::element_imp_error!(self, gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"));
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Failed,
+                            ("segmentation of frame {frame_no} failed: {e}")
+                        );
                         return Err(gst::FlowError::Error);
                     }
                     Err(p) => {
@@ -441,7 +488,12 @@ impl BaseTransformImpl for Mask2Former {
                 (seg, timings, false)
             }
         };
-        let meta_info = SegmentationInfo { frame: frame_no, model: state.model_name.clone(), timings, stale };
+        let meta_info = SegmentationInfo {
+            frame: frame_no,
+            model: state.model_name.clone(),
+            timings,
+            stale,
+        };
         let labels = state.labels.clone();
         drop(guard);
 

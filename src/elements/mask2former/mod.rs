@@ -13,10 +13,10 @@
 
 mod imp;
 
-use gstreamer as gst;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gstreamer as gst;
 
 use crate::backend::onnxruntime::Provider;
 use crate::segmenter::{Segmenter, SegmenterConfig};
@@ -52,7 +52,10 @@ pub enum TaskSetting {
     Default = 0,
     #[enum_value(name = "Panoptic: things and stuff, one segment per instance", nick = "panoptic")]
     Panoptic = 1,
-    #[enum_value(name = "Instance: things only, segments may overlap in score order", nick = "instance")]
+    #[enum_value(
+        name = "Instance: things only, segments may overlap in score order",
+        nick = "instance"
+    )]
     Instance = 2,
     #[enum_value(name = "Semantic: one segment per class", nick = "semantic")]
     Semantic = 3,

@@ -1,17 +1,21 @@
 use std::sync::{LazyLock, Mutex};
 
-use gstreamer as gst;
-use gstreamer_video as gst_video;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gstreamer as gst;
+use gstreamer_video as gst_video;
 
 use crate::elements::lock;
 use crate::elements::meta::SegmentationMeta;
 use crate::schema::FrameRecord;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("segmetaenc", gst::DebugColorFlags::empty(), Some("Segmentation meta to JSON Lines"))
+    gst::DebugCategory::new(
+        "segmetaenc",
+        gst::DebugColorFlags::empty(),
+        Some("Segmentation meta to JSON Lines"),
+    )
 });
 
 pub const NDJSON_CAPS: &str = "application/x-ndjson";
@@ -38,12 +42,20 @@ pub struct SegMetaEnc {
 
 impl SegMetaEnc {
     fn stream_name(&self) -> String {
-        lock(&self.settings).stream_name.clone().unwrap_or_else(|| self.obj().name().to_string())
+        lock(&self.settings)
+            .stream_name
+            .clone()
+            .unwrap_or_else(|| self.obj().name().to_string())
     }
 
     fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let Some(meta) = buffer.meta::<SegmentationMeta>() else {
-            gst::trace!(CAT, imp = self, "buffer {:?} without SegmentationMeta: no record", buffer.pts());
+            gst::trace!(
+                CAT,
+                imp = self,
+                "buffer {:?} without SegmentationMeta: no record",
+                buffer.pts()
+            );
             lock(&self.state).get_or_insert_with(State::default).skipped += 1;
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -77,7 +89,13 @@ impl SegMetaEnc {
             }
             gst::EventView::Eos(_) => {
                 if let Some(s) = lock(&self.state).as_ref() {
-                    gst::debug!(CAT, imp = self, "EOS after {} records ({} buffers without meta)", s.records, s.skipped);
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "EOS after {} records ({} buffers without meta)",
+                        s.records,
+                        s.skipped
+                    );
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
@@ -132,7 +150,11 @@ impl ObjectSubclass for SegMetaEnc {
         let templ = klass.pad_template("sink").expect("sink template");
         let sinkpad = gst::Pad::builder_from_template(&templ)
             .chain_function(|pad, parent, buffer| {
-                SegMetaEnc::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |imp| imp.sink_chain(pad, buffer))
+                SegMetaEnc::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
             })
             .event_function(|pad, parent, event| {
                 SegMetaEnc::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
@@ -147,7 +169,12 @@ impl ObjectSubclass for SegMetaEnc {
                 SegMetaEnc::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
             })
             .build();
-        SegMetaEnc { sinkpad, srcpad, settings: Mutex::new(Settings::default()), state: Mutex::new(None) }
+        SegMetaEnc {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+        }
     }
 }
 
@@ -161,11 +188,13 @@ impl ObjectImpl for SegMetaEnc {
 
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecString::builder("stream-name")
-                .nick("Stream name")
-                .blurb("Value of the records' `stream` field (default: the element's name)")
-                .mutable_playing()
-                .build()]
+            vec![
+                glib::ParamSpecString::builder("stream-name")
+                    .nick("Stream name")
+                    .blurb("Value of the records' `stream` field (default: the element's name)")
+                    .mutable_playing()
+                    .build(),
+            ]
         });
         PROPS.as_ref()
     }

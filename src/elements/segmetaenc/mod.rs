@@ -15,9 +15,9 @@
 
 mod imp;
 
-use gstreamer as gst;
 use gst::glib;
 use gst::prelude::*;
+use gstreamer as gst;
 
 glib::wrapper! {
     pub struct SegMetaEnc(ObjectSubclass<imp::SegMetaEnc>) @extends gst::Element, gst::Object;

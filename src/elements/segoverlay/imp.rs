@@ -1,23 +1,27 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use gstreamer as gst;
-use gstreamer_base as gst_base;
-use gstreamer_video as gst_video;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
+use gstreamer as gst;
+use gstreamer_base as gst_base;
+use gstreamer_video as gst_video;
 
 use super::ColorBySetting;
-use crate::elements::meta::{scale_segmentation, SegmentationMeta};
+use crate::elements::meta::{SegmentationMeta, scale_segmentation};
 use crate::elements::{lock, panic_message};
 use crate::frame::{FrameMut, PixelFormat};
 use crate::render::{self, OverlayOptions};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("segoverlay", gst::DebugColorFlags::empty(), Some("Segmentation overlay"))
+    gst::DebugCategory::new(
+        "segoverlay",
+        gst::DebugColorFlags::empty(),
+        Some("Segmentation overlay"),
+    )
 });
 
 const DEFAULT_ALPHA: f64 = 0.5;
@@ -34,13 +38,23 @@ struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { alpha: DEFAULT_ALPHA, contours: DEFAULT_CONTOURS, labels: DEFAULT_LABELS, color_by: ColorBySetting::default() }
+        Settings {
+            alpha: DEFAULT_ALPHA,
+            contours: DEFAULT_CONTOURS,
+            labels: DEFAULT_LABELS,
+            color_by: ColorBySetting::default(),
+        }
     }
 }
 
 impl Settings {
     fn options(&self) -> OverlayOptions {
-        OverlayOptions { alpha: self.alpha as f32, contours: self.contours, labels: self.labels, color_by: self.color_by.into() }
+        OverlayOptions {
+            alpha: self.alpha as f32,
+            contours: self.contours,
+            labels: self.labels,
+            color_by: self.color_by.into(),
+        }
     }
 }
 
@@ -163,14 +177,22 @@ impl BaseTransformImpl for SegOverlay {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
         let format = PixelFormat::from_name(info.format().to_str()).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
-        gst::debug!(CAT, imp = self, "negotiated {}x{} {:?}", info.width(), info.height(), format);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "negotiated {}x{} {:?}",
+            info.width(),
+            info.height(),
+            format
+        );
         *lock(&self.state) = Some(State { info, format });
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some((seg, labels)) =
-            buf.meta::<SegmentationMeta>().map(|m| (m.segmentation().clone(), m.labels().clone()))
+        let Some((seg, labels)) = buf
+            .meta::<SegmentationMeta>()
+            .map(|m| (m.segmentation().clone(), m.labels().clone()))
         else {
             gst::trace!(CAT, imp = self, "no SegmentationMeta: passing through");
             return Ok(gst::FlowSuccess::Ok);
@@ -178,14 +200,24 @@ impl BaseTransformImpl for SegOverlay {
         let (info, format) = match lock(&self.state).as_ref() {
             Some(s) => (s.info.clone(), s.format),
             None => {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps were negotiated"));
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("buffer before caps were negotiated")
+                );
                 return Err(gst::FlowError::NotNegotiated);
             }
         };
         let opts = lock(&self.settings).options();
         let (w, h) = (info.width(), info.height());
         let seg = if (seg.width, seg.height) != (w, h) {
-            gst::debug!(CAT, imp = self, "meta is {}x{}, frame {w}x{h}: resizing the id map", seg.width, seg.height);
+            gst::debug!(
+                CAT,
+                imp = self,
+                "meta is {}x{}, frame {w}x{h}: resizing the id map",
+                seg.width,
+                seg.height
+            );
             Arc::new(scale_segmentation(&seg, w, h))
         } else {
             seg
@@ -214,7 +246,11 @@ impl BaseTransformImpl for SegOverlay {
                 Err(gst::FlowError::Error)
             }
             Err(p) => {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("overlay panicked: {}", panic_message(&p)));
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("overlay panicked: {}", panic_message(&p))
+                );
                 Err(gst::FlowError::Error)
             }
         }

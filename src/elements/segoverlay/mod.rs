@@ -7,9 +7,9 @@
 
 mod imp;
 
-use gstreamer as gst;
 use gst::glib;
 use gst::prelude::*;
+use gstreamer as gst;
 
 glib::wrapper! {
     pub struct SegOverlay(ObjectSubclass<imp::SegOverlay>)

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use segstream::backend::{ImageLogits, Logits};
@@ -12,30 +12,12 @@ use segstream::postprocess::instance::instance_with_masks;
 use segstream::postprocess::{self, Geometry, Params, Semantics};
 use segstream::segmentation::{Segmentation, Task};
 use segstream::Error;
+
+mod common;
+use common::{golden_dir, read_json, read_npy_f32};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- file readers
-
-/// Minimal .npy reader: little-endian float32, C order.
-fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let mut bytes = Vec::new();
-    File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).read_to_end(&mut bytes).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not an .npy file", path.display());
-    let major = bytes[6];
-    let (hlen, start) = if major == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{}: expected <f4, header {header}", path.display());
-    assert!(header.contains("'fortran_order': False"), "{}: expected C order", path.display());
-    let shape_txt = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-    let data: Vec<f32> = bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: size", path.display());
-    (shape, data)
-}
 
 /// 16-bit grayscale PNG → (height, width, values).
 fn read_png16(path: &Path) -> (usize, usize, Vec<u16>) {
@@ -49,10 +31,6 @@ fn read_png16(path: &Path) -> (usize, usize, Vec<u16>) {
     (info.height as usize, info.width as usize, v)
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
-
 // ---------------------------------------------------------------- a golden case
 
 struct Case {
@@ -63,10 +41,6 @@ struct Case {
     geom: Geometry,
     params: Params,
     instance_threshold: f32,
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 fn cases() -> Vec<Case> {

@@ -242,6 +242,23 @@ fn launch_with_a_missing_model_fails_with_its_path() {
     assert!(all.contains("/nonexistent/m2f.onnx"), "{all}");
 }
 
+/// Probe an MP4 written by a pipeline: it must demux to an H.264 stream (`h264parse` links
+/// only to H.264) and decode to `frames` frames of 320×180 (counted as GRAY8 bytes).
+fn check_h264_frames(env: &Env, mp4: &Path, frames: usize) {
+    let raw = mp4.with_extension("gray");
+    let out = env.launch(
+        &format!(
+            "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=GRAY8,width=320,height=180 ! filesink location={}",
+            mp4.display(),
+            raw.display()
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "written mp4 does not decode: {}", String::from_utf8_lossy(&out.stderr));
+    let len = std::fs::metadata(&raw).map(|m| m.len() as usize).unwrap_or(0);
+    assert_eq!(len, frames * 320 * 180, "decoded {} frames, the input had {frames}", len as f64 / (320.0 * 180.0));
+}
+
 #[test]
 fn launch_overlay_to_mp4() {
     let (env, model) = env_or_skip!("launch_overlay_to_mp4", true);
@@ -261,12 +278,7 @@ fn launch_overlay_to_mp4() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let len = std::fs::metadata(&mp4).map(|m| m.len()).unwrap_or(0);
     assert!(len > 1000, "mp4 is {len} bytes");
-    // The file decodes: count its frames.
-    let out = env.launch(
-        &format!("filesrc location={} ! decodebin ! fakesink", mp4.display()),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "written mp4 does not decode");
+    check_h264_frames(&env, &mp4, 10);
 }
 
 #[test]
@@ -288,11 +300,17 @@ fn launch_tee_to_mp4_and_json_lines() {
         Duration::from_secs(400),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::metadata(&mp4).map(|m| m.len()).unwrap_or(0) > 1000);
+    check_h264_frames(&env, &mp4, 10);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("docs/frame.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
     let text = std::fs::read_to_string(&jsonl).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 10, "one record per frame");
     for (i, l) in lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let errs: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "line {i} does not validate: {errs:?}");
         let r = segstream::schema::FrameRecord::from_json_line(l).unwrap();
         assert_eq!(r.frame, i as u64);
         assert_eq!(r.stream, "test");

@@ -12,30 +12,11 @@ use gstreamer as gst;
 
 const BIN: &str = env!("CARGO_BIN_EXE_segstream");
 
-/// A fresh, empty working folder for one test, removed when the test passes (kept for
-/// a look when it fails).
-struct WorkDir(PathBuf);
-
-impl std::ops::Deref for WorkDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+mod common;
+use common::WorkDir;
 
 fn workdir(name: &str) -> WorkDir {
-    let d = std::env::temp_dir().join(format!("segstream-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    WorkDir(d)
+    common::workdir("cli", name)
 }
 
 /// Run the command in `dir`, killing it (and failing) after `limit`.

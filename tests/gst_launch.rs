@@ -152,29 +152,10 @@ impl Env {
     }
 }
 
-/// A fresh folder for one test, removed when the test passes.
-struct TmpDir(PathBuf);
+mod common;
 
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("segstream-launch-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
+fn tmp(name: &str) -> common::WorkDir {
+    common::workdir("launch", name)
 }
 
 #[test]

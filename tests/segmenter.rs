@@ -75,32 +75,15 @@ fn tiny_model_runs_with_shapes_of_the_contract() {
     assert!(matches!(b.infer(&bad), Err(Error::InvalidArgument(_))));
 }
 
-fn card_with(edit: impl FnOnce(&mut serde_json::Value)) -> (tempdir::Dir, PathBuf) {
-    let dir = tempdir::Dir::new();
+fn card_with(edit: impl FnOnce(&mut serde_json::Value)) -> (common::WorkDir, PathBuf) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = common::workdir("card", &N.fetch_add(1, std::sync::atomic::Ordering::SeqCst).to_string());
     let model = dir.0.join("m.onnx");
     std::fs::copy(data("tiny_contract.onnx"), &model).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data("tiny_contract.json")).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(dir.0.join("m.json"), serde_json::to_string(&v).unwrap()).unwrap();
     (dir, model)
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("segstream-test-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[test]

@@ -63,3 +63,30 @@ pub fn read_png(path: &Path) -> Png {
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
+
+/// A fresh, empty working folder for one test, removed when the test passes (kept for a
+/// look when it fails).
+pub struct WorkDir(pub PathBuf);
+
+impl std::ops::Deref for WorkDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `$TMPDIR/segstream-<suite>-<pid>-<name>`, emptied.
+pub fn workdir(suite: &str, name: &str) -> WorkDir {
+    let d = std::env::temp_dir().join(format!("segstream-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    WorkDir(d)
+}

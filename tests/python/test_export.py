@@ -373,14 +373,19 @@ def test_golden_cases_complete():
 
     cases = sorted(p for p in GOLDEN.iterdir() if p.is_dir())
     assert len(cases) >= 4
+    # The random-model cases stay small; the ten sample-model cases (288x512 logits) add ~13 MB.
+    total = sum(f.stat().st_size for c in cases if c.name.startswith("random-") for f in c.rglob("*") if f.is_file())
+    assert total < 3_000_000, f"random-model golden cases hold {total} bytes"
     total = sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file())
-    assert total < 3_000_000, f"tests/golden is {total} bytes"
+    assert total < 20_000_000, f"tests/golden is {total} bytes"
     for c in cases:
         meta = json.loads((c / "meta.json").read_text())
         q, k = meta["num_queries"], meta["num_labels"]
         fh, fw = meta["frame"]["height"], meta["frame"]["width"]
         H, W = meta["input"]["height"], meta["input"]["width"]
-        assert np.load(c / "pixel_values.npy").shape == (1, 3, H, W)
+        if (c / "pixel_values.npy").exists() or c.name.startswith("random-"):
+            # kept for every random case and two sample frames (tests/golden/README.md)
+            assert np.load(c / "pixel_values.npy").shape == (1, 3, H, W)
         assert np.load(c / "class_queries_logits.npy").shape == (q, k + 1)
         assert np.load(c / "masks_queries_logits.npy").shape == (q, H // 4, W // 4)
         assert np.asarray(Image.open(c / "frame.png")).shape == (fh, fw, 3)

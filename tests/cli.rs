@@ -21,28 +21,14 @@ fn workdir(name: &str) -> WorkDir {
 
 /// Run the command in `dir`, killing it (and failing) after `limit`.
 fn segstream(dir: &Path, args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run segstream");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "segstream {args:?} still running after {limit:?} (hang); stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_with_deadline(child, &format!("segstream {args:?}"), limit)
 }
 
 /// The command failed with exactly one line on stderr, `segstream: error: ...`, that

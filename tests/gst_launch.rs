@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -126,22 +126,8 @@ impl Env {
 
     /// Run with a deadline; a hang fails the test.
     fn run(&self, program: &str, args: &[&str], limit: Duration) -> Output {
-        let mut child = self.command(program).args(args).spawn().expect("spawn");
-        let start = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap();
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "{program} {args:?} hung; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = self.command(program).args(args).spawn().expect("spawn");
+        common::wait_with_deadline(child, &format!("{program} {args:?}"), limit)
     }
 
     /// `gst-launch-1.0 -e` with a pipeline description split on whitespace.

@@ -90,3 +90,20 @@ pub fn workdir(suite: &str, name: &str) -> WorkDir {
     std::fs::create_dir_all(&d).unwrap();
     WorkDir(d)
 }
+
+/// Run a spawned child to completion, killing it (and failing the test) after `limit`: a
+/// hang fails instead of blocking the suite.
+pub fn wait_with_deadline(mut child: std::process::Child, what: &str, limit: std::time::Duration) -> std::process::Output {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} still running after {limit:?} (hang); stderr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -314,16 +314,8 @@ impl<'a> Ctx<'a> {
         } else if lvl + 1 < LEVELS.len() {
             sc.cand[lvl + 1] = next;
             let step = LEVELS[lvl + 1];
-            let mut yy = y0;
-            while yy < y1 {
-                let ye = (yy + step).min(y1);
-                let mut xx = x0;
-                while xx < x1 {
-                    let xe = (xx + step).min(x1);
-                    self.region(sc, bo, lvl + 1, yy, ye, xx, xe, out, band_y0);
-                    xx = xe;
-                }
-                yy = ye;
+            for (yy, ye, xx, xe) in super::tiles::subtiles(y0, y1, x0, x1, step) {
+                self.region(sc, bo, lvl + 1, yy, ye, xx, xe, out, band_y0);
             }
             next = std::mem::take(&mut sc.cand[lvl + 1]);
         } else {

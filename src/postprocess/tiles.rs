@@ -120,6 +120,11 @@ struct Scratch {
     patches: Vec<Patch>,
 }
 
+/// The `step`-sized sub-tiles `(y0, y1, x0, x1)` of a tile, row by row (edge tiles clipped).
+pub(crate) fn subtiles(y0: usize, y1: usize, x0: usize, x1: usize, step: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (y0..y1).step_by(step).flat_map(move |yy| (x0..x1).step_by(step).map(move |xx| (yy, (yy + step).min(y1), xx, (xx + step).min(x1))))
+}
+
 /// Widen `[lo, hi]` by more than the rounding error a resize can add (a few ulps of the
 /// largest magnitude involved), so that every computed sample lies inside.
 #[inline]
@@ -297,16 +302,8 @@ impl<'a> Engine<'a> {
             s.cand[lvl + 1] = cand_next;
             s.mixed[lvl + 1] = mixed_next;
             let step = LEVELS[lvl + 1];
-            let mut yy = y0;
-            while yy < y1 {
-                let ye = (yy + step).min(y1);
-                let mut xx = x0;
-                while xx < x1 {
-                    let xe = (xx + step).min(x1);
-                    self.region(s, lvl + 1, yy, ye, xx, xe, out, band_y0);
-                    xx = xe;
-                }
-                yy = ye;
+            for (yy, ye, xx, xe) in subtiles(y0, y1, x0, x1, step) {
+                self.region(s, lvl + 1, yy, ye, xx, xe, out, band_y0);
             }
         } else {
             self.leaf(s, &cand_next, &mixed_next, &status, y0, y1, x0, x1, out, band_y0, w);

@@ -125,7 +125,7 @@ impl Segmenter {
             frame_width: frame.width,
             semantics: Semantics::Detectron2,
         };
-        let seg = postprocess::run(&logits.image(0), &self.card.labels, &geom, &self.params)?;
+        let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &self.params)?;
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))

@@ -2,6 +2,8 @@
 //! returns the two Mask2Former outputs of the ONNX contract.
 
 pub mod onnxruntime;
+pub mod select;
+pub mod tensorrt;
 
 use crate::{Error, Result};
 

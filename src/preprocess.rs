@@ -8,6 +8,7 @@
 //! `fast_image_resize` (SIMD convolution resampling matching Pillow's filters).
 
 use fast_image_resize::images::{Image, ImageRef};
+use rayon::prelude::*;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use yuvutils_rs::{YuvBiPlanarImage, YuvConversionMode, YuvPlanarImage, YuvRange, YuvStandardMatrix};
 
@@ -160,23 +161,22 @@ impl Preprocessor {
         }
         let (h, w) = (self.input_h, self.input_w);
         let plane = h * w;
-        let data = &mut self.tensor.data;
-        for c in 0..3 {
-            let (s, b, src_c) = (self.scale[c], self.bias[c], self.order[c]);
-            let out = &mut data[c * plane..(c + 1) * plane];
-            for y in 0..h {
-                let row = &mut out[y * w..(y + 1) * w];
-                if y < vh {
-                    let src = &self.resized[y * vw * 3..(y + 1) * vw * 3];
-                    for (d, px) in row[..vw].iter_mut().zip(src.chunks_exact(3)) {
-                        *d = px[src_c] as f32 * s + b;
-                    }
-                    row[vw..].fill(0.0);
-                } else {
-                    row.fill(0.0);
+        let (scale, bias, order, resized) = (self.scale, self.bias, self.order, &self.resized);
+        // Normalize + pad, one network row of one channel per task (rows are independent).
+        self.tensor.data.par_chunks_mut(w).enumerate().for_each(|(i, row)| {
+            let (c, y) = (i / h, i % h);
+            debug_assert!(c < 3 && i < 3 * plane);
+            let (s, b, src_c) = (scale[c], bias[c], order[c]);
+            if y < vh {
+                let src = &resized[y * vw * 3..(y + 1) * vw * 3];
+                for (d, px) in row[..vw].iter_mut().zip(src.chunks_exact(3)) {
+                    *d = px[src_c] as f32 * s + b;
                 }
+                row[vw..].fill(0.0);
+            } else {
+                row.fill(0.0);
             }
-        }
+        });
         Ok((&self.tensor, (vh, vw)))
     }
 }

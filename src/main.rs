@@ -28,6 +28,11 @@ enum Command {
     /// Time every stage (decode, preprocess, inference, postprocess, overlay, encode,
     /// JSON) on some frames of a video, and the end-to-end pipeline.
     Bench(cli::bench::BenchArgs),
+    /// Build a TensorRT engine from an exported ONNX model (needs the `tensorrt` feature).
+    ///
+    /// The engine file records the TensorRT version, the GPU and the model card's hash;
+    /// segstream refuses it when one of them differs.
+    BuildEngine(cli::build_engine::BuildEngineArgs),
     /// Print a model's card and the network's inputs and outputs.
     Inspect {
         /// The model file (.onnx; its card .json beside it).
@@ -48,5 +53,6 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::eval(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Inspect { model } => cli::inspect::inspect(&model),
+        Command::BuildEngine(args) => cli::build_engine::build_engine(args),
     }
 }

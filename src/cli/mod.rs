@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod eval;
+pub mod build_engine;
 pub mod inspect;
 pub mod run;
 

@@ -15,7 +15,7 @@ DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	gstreamer1.0-rtsp libgstrtspserver-1.0-dev
 
-.PHONY: setup deps-deb deps-py ort build demo test test-rust test-python clean-out
+.PHONY: setup deps-deb deps-py ort build demo test test-rust test-python clean-out bench-compare pq-compare
 
 setup: deps-deb deps-py ort
 
@@ -61,6 +61,31 @@ test-rust:
 
 test-python:
 	$(PYTHON) -m pytest -q tests/python
+
+# segstream against the Python reference pipeline (engines/peer_bench.py: transformers +
+# PyTorch, same weights, same frames, same input size, same threads), both including decode
+# and encode; prints both tables, the frames/s ratio and the overhead. docs/BENCHMARKS.md.
+BENCH_FRAMES ?= 30
+BENCH_THREADS ?= 2
+bench-compare: setup
+	$(CARGO) build --release --bin segstream
+	@mkdir -p out
+	$(PYTHON) engines/peer_bench.py --frames $(BENCH_FRAMES) --threads $(BENCH_THREADS) --json out/peer-bench.json
+	./target/release/segstream bench --frames $(BENCH_FRAMES) --threads $(BENCH_THREADS) \
+		--peer out/peer-bench.json --out out/bench.json --chart out/bench-chart.png
+
+# PQ of segstream (both post-processing semantics) and of the PyTorch reference on all
+# 180 frames of the sample, scored against samples/gt. docs/BENCHMARKS.md.
+pq-compare: setup
+	$(CARGO) build --release --bin segstream
+	@mkdir -p out/pq
+	./target/release/segstream run --no-overlay --threads $(BENCH_THREADS) --json out/pq/detectron2.jsonl \
+		--coco-panoptic out/pq/detectron2
+	./target/release/segstream run --no-overlay --threads $(BENCH_THREADS) --semantics transformers \
+		--json out/pq/transformers.jsonl --coco-panoptic out/pq/transformers
+	./target/release/segstream eval --gt samples/gt --pred out/pq/detectron2 --json out/pq/detectron2.json
+	./target/release/segstream eval --gt samples/gt --pred out/pq/transformers --json out/pq/transformers.json
+	$(PYTHON) engines/peer_bench.py --pq --threads $(BENCH_THREADS) --json out/pq/pytorch.json
 
 clean-out:
 	rm -rf out

@@ -6,8 +6,10 @@
 //! tied together by [`segmenter::Segmenter`].
 
 pub mod backend;
+pub mod bench;
 pub mod elements;
 pub mod error;
+pub mod eval;
 pub mod frame;
 pub mod model;
 pub mod pipeline;

@@ -22,6 +22,12 @@ enum Command {
     /// With no INPUT, segments the shipped sample (samples/shapes.mp4 with
     /// samples/models/shapes-m2f.onnx) into out/shapes.mp4 and out/shapes.jsonl.
     Run(cli::run::RunArgs),
+    /// Score predictions against COCO ground truth: PQ / SQ / RQ (all, things, stuff, per
+    /// class), mIoU, mask AP.
+    Eval(cli::eval::EvalArgs),
+    /// Time every stage (decode, preprocess, inference, postprocess, overlay, encode,
+    /// JSON) on some frames of a video, and the end-to-end pipeline.
+    Bench(cli::bench::BenchArgs),
     /// Build a TensorRT engine from an exported ONNX model (needs the `tensorrt` feature).
     ///
     /// The engine file records the TensorRT version, the GPU and the model card's hash;
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run(args) => cli::run::run(args),
+        Command::Eval(args) => cli::eval::eval(args),
+        Command::Bench(args) => cli::bench::bench(args),
         Command::Inspect { model } => cli::inspect::inspect(&model),
         Command::BuildEngine(args) => cli::build_engine::build_engine(args),
     }

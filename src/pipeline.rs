@@ -596,6 +596,28 @@ impl SegPipeline {
         &self.outputs
     }
 
+    /// Process at most `max` frames: later decoded frames are dropped and EOS goes down
+    /// the pipeline instead, so the outputs are finished as for a complete input.
+    pub fn limit_frames(&self, max: u64) -> Result<()> {
+        let pad = self.head.static_pad("sink").context("head element has no sink pad")?;
+        let seen = AtomicU64::new(0);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= max {
+                return gst::PadProbeReturn::Ok;
+            }
+            if n == max + 1 {
+                // From another thread, once this buffer is gone.
+                let pad = pad.clone();
+                std::thread::spawn(move || pad.send_event(gst::event::Eos::new()));
+            }
+            // `Handled`: the buffer is consumed here (unreffed with the probe info).
+            // (`Drop` trips a GStreamer-CRITICAL double unref through the bindings.)
+            gst::PadProbeReturn::Handled
+        });
+        Ok(())
+    }
+
     /// Push EOS right after the decoder so that encoders and muxers finish their files.
     fn finish(&self) -> bool {
         self.head

@@ -56,6 +56,7 @@ pub struct Segmenter {
     backend: Box<dyn Backend>,
     pre: Preprocessor,
     params: Params,
+    semantics: Semantics,
     /// Why earlier attempts of [`Segmenter::open_auto`] failed (empty when the first one
     /// opened).
     fallbacks: Vec<String>,
@@ -159,7 +160,7 @@ impl Segmenter {
             ..Params::default()
         };
         let pre = Preprocessor::new(&card.input)?;
-        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params, fallbacks: Vec::new() })
+        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params, fallbacks: Vec::new(), semantics: Semantics::default() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -177,6 +178,15 @@ impl Segmenter {
     pub fn params_mut(&mut self) -> &mut Params {
         &mut self.params
     }
+    /// Whose post-processing semantics [`segment`](Self::segment) follows (default:
+    /// detectron2's, which crops the padding; see [`Semantics`]).
+    pub fn semantics(&self) -> Semantics {
+        self.semantics
+    }
+    /// Follow detectron2's or transformers' post-processing exactly.
+    pub fn set_semantics(&mut self, semantics: Semantics) {
+        self.semantics = semantics;
+    }
 
     /// Segment one frame.
     pub fn segment(&mut self, frame: &Frame<'_>) -> Result<(Segmentation, Timings)> {
@@ -192,7 +202,7 @@ impl Segmenter {
             valid_width: valid.1,
             frame_height: frame.height,
             frame_width: frame.width,
-            semantics: Semantics::Detectron2,
+            semantics: self.semantics,
         };
         let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &self.params)?;
         let t3 = Instant::now();

@@ -1,5 +1,7 @@
 //! Subcommands of the `segstream` command.
 
+pub mod bench;
+pub mod eval;
 pub mod build_engine;
 pub mod inspect;
 pub mod run;

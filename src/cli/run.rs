@@ -16,6 +16,8 @@ use segstream::pipeline::{
     self, ElementSettings, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS,
     percentile,
 };
+use segstream::eval::coco;
+use segstream::postprocess::Semantics;
 use segstream::segmentation::Task;
 use segstream::segmenter::SegmenterConfig;
 
@@ -57,6 +59,22 @@ pub struct RunArgs {
     /// ONNX Runtime intra-op threads (0 = its default).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+    /// Post-processing semantics: detectron2's (crops the padding; the default) or
+    /// transformers' `post_process_*_segmentation` (masks through a fixed 384×384 square),
+    /// to reproduce either reference exactly.
+    #[arg(long, value_parser = ["detectron2", "transformers"], default_value = "detectron2")]
+    pub semantics: String,
+    /// Stop after this many frames (of each input).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_frames: Option<u64>,
+    /// Also write the predictions in COCO panoptic format: DIR/panoptic.json and one PNG
+    /// per frame in DIR/panoptic/ (image id = frame number). One input only.
+    #[arg(long, value_name = "DIR")]
+    pub coco_panoptic: Option<PathBuf>,
+    /// Also write the thing segments as COCO instance results (JSON array, compressed-RLE
+    /// masks, image id = frame number). One input only.
+    #[arg(long, value_name = "OUT.json")]
+    pub coco_instances: Option<PathBuf>,
     /// Seconds to wait for a source to answer and for the first frame (and, for live
     /// sources, the longest gap between frames).
     #[arg(long, default_value_t = 20.0, value_parser = parse_secs)]
@@ -208,8 +226,17 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     for i in &inputs {
         sources.extend(Source::expand(i)?);
     }
+    if sources.len() > 1 && (args.coco_panoptic.is_some() || args.coco_instances.is_some()) {
+        bail!("--coco-panoptic and --coco-instances take one input ({} given)", sources.len());
+    }
     // 2. Outputs can be written.
     let plans = plan_outputs(&sources, &args)?;
+    if let Some(d) = &args.coco_panoptic {
+        std::fs::create_dir_all(d).map_err(|e| anyhow!("cannot create {}: {e}", d.display()))?;
+    }
+    if let Some(p) = &args.coco_instances {
+        Outputs { video: None, json: Some(p.clone()) }.check_writable()?;
+    }
     for o in &plans {
         o.check_writable()?;
     }
@@ -256,7 +283,11 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             eprintln!("segstream: warning: using {}: {note}", first.backend_name());
         }
     }
+    let mut first = first;
+    let semantics: Semantics = args.semantics.parse()?;
+    first.set_semantics(semantics);
     let mut segmenter = Some(first);
+    let labels = segmenter.as_ref().map(|s| s.card().labels.clone()).unwrap_or_default();
     let task: Option<Task> = args.task.as_deref().map(str::parse).transpose()?;
     let settings = ElementSettings {
         model: Some(model.clone()),
@@ -298,15 +329,30 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         if let Some(s) = segmenter.take() {
             built.mask2former.set_segmenter(s);
         }
-        let report = built.run(timeout, probe.total_frames(), |f| bar.set_position(f));
+        let mut expected = probe.total_frames();
+        if let Some(n) = args.max_frames {
+            built.limit_frames(n)?;
+            expected = Some(expected.map_or(n, |t| t.min(n)));
+        }
+        let report = built.run(timeout, expected, |f| bar.set_position(f));
         bar.finish_and_clear();
         // The element gives the injected segmenter back when it stops.
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
-            segmenter = Some(
-                Segmenter::open_auto(&cfg)
-                    .map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?,
-            );
+            let mut s = Segmenter::open_auto(&cfg)
+                .map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?;
+            s.set_semantics(semantics);
+            segmenter = Some(s);
+        }
+        if report.outcome == Outcome::Complete
+            && let Err(e) = write_coco(&args, &item.outputs, &labels)
+        {
+            let msg = format!("{}: {}", item.source.display(), pipeline::one_line(&format!("{e:#}")));
+            item.report = Some(RunReport { outcome: Outcome::Failed(msg.clone()), ..report });
+            if !batch {
+                bail!("{msg}");
+            }
+            continue;
         }
         if let Outcome::Failed(e) = &report.outcome {
             let kept: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();
@@ -362,6 +408,23 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--coco-panoptic` / `--coco-instances`: converted from the JSON Lines just written.
+fn write_coco(args: &RunArgs, outputs: &Outputs, labels: &[segstream::model::Label]) -> Result<()> {
+    if args.coco_panoptic.is_none() && args.coco_instances.is_none() {
+        return Ok(());
+    }
+    let json = outputs.json.as_ref().ok_or_else(|| anyhow!("COCO outputs need the JSON Lines output"))?;
+    let records = coco::read_records(json)?;
+    if let Some(dir) = &args.coco_panoptic {
+        coco::write_panoptic(&records, labels, dir)?;
+    }
+    if let Some(p) = &args.coco_instances {
+        let v = coco::instance_results(&records);
+        std::fs::write(p, serde_json::to_vec(&v)?).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {

@@ -31,6 +31,28 @@ pub enum Semantics {
     Transformers,
 }
 
+impl Semantics {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semantics::Detectron2 => "detectron2",
+            Semantics::Transformers => "transformers",
+        }
+    }
+}
+
+impl std::str::FromStr for Semantics {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "detectron2" => Ok(Semantics::Detectron2),
+            "transformers" => Ok(Semantics::Transformers),
+            other => Err(crate::Error::InvalidArgument(format!(
+                "unknown post-processing semantics {other:?} (expected detectron2 or transformers)"
+            ))),
+        }
+    }
+}
+
 /// Where the frame sits inside the network input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {

@@ -1,0 +1,126 @@
+//! `segstream bench`: a thin shell over `segstream::bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+
+use segstream::bench::{self, BenchConfig};
+use segstream::elements::mask2former::{DeviceSetting, open_segmenter};
+use segstream::postprocess::Semantics;
+use segstream::segmenter::SegmenterConfig;
+
+use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Video file (default: the shipped sample).
+    pub input: Option<PathBuf>,
+    /// Model file (.onnx with its .json card). Default: the shipped sample model.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<PathBuf>,
+    /// Frames to measure (the first N of the input; decoded frames are held in memory).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    pub frames: u64,
+    /// Frames segmented before timing starts.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// ONNX Runtime intra-op threads (0 = its default: one per core).
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Post-processing semantics (see `segstream run --semantics`).
+    #[arg(long, value_parser = ["detectron2", "transformers"], default_value = "detectron2")]
+    pub semantics: String,
+    /// ONNX Runtime execution device.
+    #[arg(long, value_parser = ["auto", "cpu"], default_value = "cpu")]
+    pub device: String,
+    /// Skip the end-to-end pipeline run (stages only).
+    #[arg(long)]
+    pub no_end_to_end: bool,
+    /// Print the report as JSON (segstream.bench/1) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "OUT.json")]
+    pub out: Option<PathBuf>,
+    /// Write a PNG chart of the stage breakdown.
+    #[arg(long, value_name = "OUT.png")]
+    pub chart: Option<PathBuf>,
+    /// A reference pipeline's report (engines/peer_bench.py --json) measured on the same
+    /// frames: printed beside ours, with the frames/s ratio, and drawn in the chart.
+    #[arg(long, value_name = "PEER.json")]
+    pub peer: Option<PathBuf>,
+    /// Folder for the encoded outputs (default: a temporary folder, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+}
+
+pub fn bench(args: BenchArgs) -> ExitCode {
+    match bench_inner(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn bench_inner(args: &BenchArgs) -> Result<()> {
+    let input = match &args.input {
+        Some(i) => i.clone(),
+        None => find_shipped(SAMPLE_VIDEO).ok_or_else(|| anyhow!("no INPUT given and the sample {SAMPLE_VIDEO} was not found"))?,
+    };
+    if !input.is_file() {
+        bail!("input not found: {}", input.display());
+    }
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => find_shipped(SAMPLE_MODEL).ok_or_else(|| anyhow!("model not found: {SAMPLE_MODEL}; pass --model MODEL.onnx"))?,
+    };
+    if !model.is_file() {
+        bail!("model not found: {}", model.display());
+    }
+    let peer = match &args.peer {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Some(serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{}: not JSON", p.display()))?)
+        }
+        None => None,
+    };
+    let mut cfg = SegmenterConfig::new(&model);
+    cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
+    let device = if args.device == "auto" { DeviceSetting::Auto } else { DeviceSetting::Cpu };
+    let mut segmenter = open_segmenter(&cfg, device).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
+    segmenter.set_semantics(args.semantics.parse::<Semantics>()?);
+
+    let tmp = std::env::temp_dir().join(format!("segstream-bench-{}", std::process::id()));
+    let scratch = args.scratch.clone().unwrap_or_else(|| tmp.clone());
+    let bcfg = BenchConfig {
+        input,
+        frames: args.frames as usize,
+        warmup: args.warmup,
+        threads: args.threads,
+        end_to_end: !args.no_end_to_end,
+        scratch,
+    };
+    let result = bench::run(&bcfg, segmenter);
+    if args.scratch.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let mut report = result?;
+    if let Some(p) = peer {
+        report.attach_peer(p)?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if let Some(chart) = &args.chart {
+        let title = format!("ms per frame by stage, {}x{}, {} threads", report.width, report.height, report.threads);
+        bench::chart::write_chart(chart, &title, &report.chart_bars())?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -23,6 +23,12 @@ pub enum Error {
     RuntimeMissing(String),
     #[error("execution provider {provider} is not available in this ONNX Runtime build: {msg}")]
     ProviderUnavailable { provider: String, msg: String },
+    #[error("TensorRT: {0}")]
+    TensorRt(String),
+    #[error("engine {path} cannot be used: {reason}; rebuild it (`segstream build-engine MODEL.onnx`), or delete it to have it rebuilt from the ONNX file beside it")]
+    EngineMismatch { path: PathBuf, reason: String },
+    #[error("this segstream was built without the `{feature}` cargo feature: {what} (rebuild with `cargo build --release --features {feature}`)")]
+    FeatureDisabled { feature: &'static str, what: String },
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("invalid frame: {0}")]

@@ -22,6 +22,11 @@ enum Command {
     /// With no INPUT, segments the shipped sample (samples/shapes.mp4 with
     /// samples/models/shapes-m2f.onnx) into out/shapes.mp4 and out/shapes.jsonl.
     Run(cli::run::RunArgs),
+    /// Build a TensorRT engine from an exported ONNX model (needs the `tensorrt` feature).
+    ///
+    /// The engine file records the TensorRT version, the GPU and the model card's hash;
+    /// segstream refuses it when one of them differs.
+    BuildEngine(cli::build_engine::BuildEngineArgs),
     /// Print a model's card and the network's inputs and outputs.
     Inspect {
         /// The model file (.onnx; its card .json beside it).
@@ -40,5 +45,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Inspect { model } => cli::inspect::inspect(&model),
+        Command::BuildEngine(args) => cli::build_engine::build_engine(args),
     }
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
+use crate::backend::select::{self, Attempt, BackendKind, Device};
+use crate::backend::tensorrt::{self, contract::card_path_for};
 use crate::backend::Backend;
 use crate::frame::Frame;
 use crate::model::ModelCard;
@@ -26,11 +28,25 @@ pub struct Timings {
 pub struct SegmenterConfig {
     pub model: PathBuf,
     pub ort: OrtOptions,
+    /// Native TensorRT: engine build options (precision, batch profile, caches).
+    pub trt: tensorrt::BuildOptions,
+    /// Which backend [`Segmenter::open_auto`] uses, and on which device
+    /// (see [`crate::backend::select`] for the fallback order).
+    /// [`Segmenter::open`] ignores both and uses `ort.provider`, or the native TensorRT
+    /// backend when `backend` is [`BackendKind::TensorRt`].
+    pub backend: BackendKind,
+    pub device: Device,
 }
 
 impl SegmenterConfig {
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        SegmenterConfig { model: model.into(), ort: OrtOptions::default() }
+        SegmenterConfig {
+            model: model.into(),
+            ort: OrtOptions::default(),
+            trt: tensorrt::BuildOptions::default(),
+            backend: BackendKind::default(),
+            device: Device::default(),
+        }
     }
 }
 
@@ -40,6 +56,9 @@ pub struct Segmenter {
     backend: Box<dyn Backend>,
     pre: Preprocessor,
     params: Params,
+    /// Why earlier attempts of [`Segmenter::open_auto`] failed (empty when the first one
+    /// opened).
+    fallbacks: Vec<String>,
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -50,16 +69,66 @@ impl std::fmt::Debug for Segmenter {
 
 impl Segmenter {
     /// Open a model file and its card (`x.onnx` + `x.json`), checking that they agree.
+    /// ONNX Runtime with `cfg.ort.provider`, or the native TensorRT backend when
+    /// `cfg.backend` is [`BackendKind::TensorRt`] (`x.engine`, or `x.onnx` built on first use).
     pub fn open(cfg: &SegmenterConfig) -> Result<Self> {
-        let card = ModelCard::load(&ModelCard::path_for_model(&cfg.model)).map_err(|e| match e {
+        let attempt = match cfg.backend {
+            BackendKind::TensorRt => Attempt::NativeTensorRt,
+            _ => Attempt::Ort(cfg.ort.provider),
+        };
+        Self::open_attempt(cfg, attempt)
+    }
+
+    /// Open with `cfg.backend` on `cfg.device`, trying the fallbacks of
+    /// [`select::plan`] in order; [`Segmenter::fallbacks`] tells what failed before.
+    /// When every attempt fails, the error is the last one's.
+    pub fn open_auto(cfg: &SegmenterConfig) -> Result<Self> {
+        let attempts = select::plan(cfg.backend, cfg.device)?;
+        let mut notes = Vec::new();
+        let mut last = None;
+        for a in attempts {
+            match Self::open_attempt(cfg, a) {
+                Ok(mut s) => {
+                    s.fallbacks = notes;
+                    return Ok(s);
+                }
+                Err(e) => {
+                    notes.push(format!("{}: {e}", a.name()));
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("a plan has at least one attempt"))
+    }
+
+    /// Open with one backend and provider.
+    pub fn open_attempt(cfg: &SegmenterConfig, attempt: Attempt) -> Result<Self> {
+        let card = ModelCard::load(&card_path_for(&cfg.model)).map_err(|e| match e {
             crate::Error::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound && !cfg.model.exists() => {
                 let _ = path;
                 crate::Error::ModelNotFound(cfg.model.clone())
             }
             other => other,
         })?;
-        let backend = OrtBackend::open(&cfg.model, &cfg.ort)?;
-        Self::with_backend(card, Box::new(backend), &cfg.model)
+        let backend: Box<dyn Backend> = match attempt {
+            Attempt::NativeTensorRt => tensorrt::open(&cfg.model, &card, &cfg.trt)?,
+            Attempt::Ort(provider) => {
+                if matches!(cfg.model.extension().and_then(|e| e.to_str()), Some("engine" | "plan")) {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "{} is a TensorRT engine: only backend=tensorrt runs it",
+                        cfg.model.display()
+                    )));
+                }
+                let ort = OrtOptions { provider, ..cfg.ort.clone() };
+                Box::new(OrtBackend::open(&cfg.model, &ort)?)
+            }
+        };
+        Self::with_backend(card, backend, &cfg.model)
+    }
+
+    /// What failed before the backend in use opened (see [`Segmenter::open_auto`]).
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
 
     /// Combine a card with an already opened backend (checks that they agree).
@@ -90,7 +159,7 @@ impl Segmenter {
             ..Params::default()
         };
         let pre = Preprocessor::new(&card.input)?;
-        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params })
+        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params, fallbacks: Vec::new() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -125,7 +194,7 @@ impl Segmenter {
             frame_width: frame.width,
             semantics: Semantics::Detectron2,
         };
-        let seg = postprocess::run(&logits.image(0), &self.card.labels, &geom, &self.params)?;
+        let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &self.params)?;
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))

@@ -146,7 +146,7 @@ const MIN_AGREEMENT: f64 = 0.999;
 const MAX_SCORE_DIFF: f64 = 1e-5;
 
 fn panoptic_parity(c: &Case) -> (f64, f64, f64) {
-    let seg = postprocess::panoptic::panoptic(&c.logits.image(0), &c.labels, &c.geom, &c.params).unwrap();
+    let seg = postprocess::panoptic::panoptic(&c.logits.image(0).unwrap(), &c.labels, &c.geom, &c.params).unwrap();
     let (h, w, gold) = read_png16(&c.dir.join("panoptic_unique.png"));
     assert_eq!((h, w), (seg.height as usize, seg.width as usize), "{}: size", c.name);
     let info = read_json(&c.dir.join("panoptic_unique.json"));
@@ -198,7 +198,7 @@ fn check_stats(seg: &Segmentation) {
 
 fn instance_parity(c: &Case) -> (f64, f64, f64) {
     let params = Params { task: Task::Instance, score_threshold: c.instance_threshold, ..c.params };
-    let r = instance_with_masks(&c.logits.image(0), &c.labels, &c.geom, &params).unwrap();
+    let r = instance_with_masks(&c.logits.image(0).unwrap(), &c.labels, &c.geom, &params).unwrap();
     let seg = &r.segmentation;
     let (h, w, gold) = read_png16(&c.dir.join("instance.png"));
     assert_eq!((h, w), (seg.height as usize, seg.width as usize));
@@ -251,7 +251,7 @@ fn instance_parity(c: &Case) -> (f64, f64, f64) {
 
 fn semantic_parity(c: &Case, semantics: Semantics, file: &str) -> (f64, BTreeSet<u32>, BTreeSet<u32>) {
     let geom = Geometry { semantics, ..c.geom };
-    let seg = postprocess::semantic::semantic(&c.logits.image(0), &c.labels, &geom, &c.params).unwrap();
+    let seg = postprocess::semantic::semantic(&c.logits.image(0).unwrap(), &c.labels, &geom, &c.params).unwrap();
     let (h, w, gold) = read_png16(&c.dir.join(file));
     assert_eq!((h, w), (seg.height as usize, seg.width as usize));
     check_stats(&seg);
@@ -311,7 +311,7 @@ fn detectron2_crops_padding_like_the_cropped_golden() {
         assert!(d2 > tf, "{}: cropping should help ({d2} vs {tf})", c.name);
         // Panoptic: same segment labels as the cropped golden (by overlap).
         let geom = Geometry { semantics: Semantics::Detectron2, ..c.geom };
-        let seg = postprocess::panoptic::panoptic(&c.logits.image(0), &c.labels, &geom, &c.params).unwrap();
+        let seg = postprocess::panoptic::panoptic(&c.logits.image(0).unwrap(), &c.labels, &geom, &c.params).unwrap();
         let (_, _, gold) = read_png16(&c.dir.join("panoptic_unique_cropped.png"));
         let m = best_overlap(&seg.ids, &gold);
         let agree = agreement(&seg.ids, &gold, |a| if a == 0 { 0 } else { m[&a] });
@@ -367,7 +367,7 @@ fn detectron2_padding_is_cropped() {
     // mask covers exactly the valid region: it must cover the whole frame.
     let l = logits(4, 16, 16, &[(0, 0.95, &|y, _| if y < 8 { 8.0 } else { -8.0 })]);
     let g = geom(64, 64, 32, 64, 90, 180);
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &Params::default()).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &Params::default()).unwrap();
     assert_eq!(seg.segments.len(), 1);
     assert!(seg.ids.iter().all(|&v| v == 1), "the whole frame belongs to the segment");
     assert_eq!(seg.segments[0].area, 90 * 180);
@@ -376,13 +376,13 @@ fn detectron2_padding_is_cropped() {
     // instance mask, logit > 0, shows it; panoptic gives a lone query every pixel).
     let t = Geometry { semantics: Semantics::Transformers, ..g };
     let p = Params { score_threshold: 0.5, ..Params::default() };
-    let seg_t = postprocess::instance::instance(&l.image(0), &labels(), &t, &p).unwrap();
+    let seg_t = postprocess::instance::instance(&l.image(0).unwrap(), &labels(), &t, &p).unwrap();
     let covered = seg_t.ids.iter().filter(|&&v| v != 0).count();
     assert!(covered < 90 * 180 * 6 / 10, "transformers semantics keep the padding ({covered} px)");
     // Semantic and instance crop the same way.
-    let sem = postprocess::semantic::semantic(&l.image(0), &labels(), &g, &Params::default()).unwrap();
+    let sem = postprocess::semantic::semantic(&l.image(0).unwrap(), &labels(), &g, &Params::default()).unwrap();
     assert!(sem.ids.iter().all(|&v| v == 1));
-    let inst = postprocess::instance::instance(&l.image(0), &labels(), &g, &Params { score_threshold: 0.5, ..Params::default() }).unwrap();
+    let inst = postprocess::instance::instance(&l.image(0).unwrap(), &labels(), &g, &Params { score_threshold: 0.5, ..Params::default() }).unwrap();
     assert_eq!(inst.segments.len(), 1);
     assert!(inst.ids.iter().all(|&v| v == 1));
 }
@@ -397,7 +397,7 @@ fn detectron2_stuff_is_merged() {
     ];
     let l = logits(4, 16, 16, q);
     let g = geom(64, 64, 64, 64, 64, 64);
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &Params::default()).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &Params::default()).unwrap();
     assert_eq!(seg.segments.len(), 2, "{:?}", seg.segments);
     let sky = seg.segments.iter().find(|s| s.label == "sky").unwrap();
     let car = seg.segments.iter().find(|s| s.label == "car").unwrap();
@@ -408,7 +408,7 @@ fn detectron2_stuff_is_merged() {
     assert_eq!(sky.bbox, [0, 0, 64, 64]);
     // Without merging: three segments.
     let p = Params { merge_stuff: false, ..Params::default() };
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &p).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &p).unwrap();
     assert_eq!(seg.segments.len(), 3);
     assert_eq!(seg.segments.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
@@ -424,13 +424,13 @@ fn detectron2_overlap_threshold_drops_occluded_queries() {
     ];
     let l = logits(4, 16, 16, q);
     let g = geom(64, 64, 64, 64, 64, 64);
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &Params::default()).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &Params::default()).unwrap();
     assert_eq!(seg.segments.len(), 1);
     assert_eq!(seg.segments[0].label, "person");
     assert!(seg.ids.iter().filter(|&&v| v == 0).count() > 64 * 12, "the dropped query's pixels are 0");
     // A lower overlap threshold keeps it.
     let p = Params { overlap_threshold: 0.3, ..Params::default() };
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &p).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &p).unwrap();
     assert_eq!(seg.segments.len(), 2);
 }
 
@@ -441,13 +441,13 @@ fn detectron2_ties_go_to_the_first_query_and_thresholds_are_strict() {
     let q: &[QuerySpec<'_>] = &[(0, 0.9, &f), (0, 0.9, &f)];
     let l = logits(4, 16, 16, q);
     let g = geom(64, 64, 64, 64, 48, 48);
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &Params::default()).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &Params::default()).unwrap();
     assert_eq!(seg.segments.len(), 1);
     assert_eq!(seg.segments[0].id, 1);
     // score_threshold is strict: a query whose score equals it is not kept.
     let score = seg.segments[0].score;
     let p = Params { score_threshold: score, ..Params::default() };
-    let seg = postprocess::panoptic::panoptic(&l.image(0), &labels(), &g, &p).unwrap();
+    let seg = postprocess::panoptic::panoptic(&l.image(0).unwrap(), &labels(), &g, &p).unwrap();
     assert!(seg.segments.is_empty() && seg.ids.iter().all(|&v| v == 0));
 }
 
@@ -461,7 +461,7 @@ fn detectron2_instances_things_only_later_overwrites() {
     let l = logits(4, 16, 16, q);
     let g = geom(64, 64, 64, 64, 64, 64);
     let p = Params { task: Task::Instance, score_threshold: 0.5, ..Params::default() };
-    let r = instance_with_masks(&l.image(0), &labels(), &g, &p).unwrap();
+    let r = instance_with_masks(&l.image(0).unwrap(), &labels(), &g, &p).unwrap();
     let seg = &r.segmentation;
     assert_eq!(seg.segments.len(), 2, "{:?}", seg.segments);
     // Visiting order: decreasing class score → car (0.99) first, person second.
@@ -476,7 +476,7 @@ fn detectron2_instances_things_only_later_overwrites() {
     assert!(seg.segments[0].score < 0.99 && seg.segments[0].score > 0.95);
     // transformers semantics keep stuff classes as instances.
     let t = Geometry { semantics: Semantics::Transformers, ..g };
-    let rt = instance_with_masks(&l.image(0), &labels(), &t, &p).unwrap();
+    let rt = instance_with_masks(&l.image(0).unwrap(), &labels(), &t, &p).unwrap();
     assert!(rt.segmentation.segments.iter().any(|s| s.label == "road"));
 }
 
@@ -533,7 +533,7 @@ fn errors_are_typed() {
     assert!(matches!(run(&l, &[], &g), Error::InvalidArgument(_) | Error::CardMismatch(_)));
     // Every task accepts the good input.
     for task in [Task::Panoptic, Task::Instance, Task::Semantic] {
-        let s = postprocess::run(&l.image(0), &labels(), &g, &Params { task, ..p }).unwrap();
+        let s = postprocess::run(&l.image(0).unwrap(), &labels(), &g, &Params { task, ..p }).unwrap();
         assert_eq!(s.task, task);
         assert_eq!(s.ids.len(), 400);
     }
@@ -649,7 +649,7 @@ fn golden_parity_with_detectron2_reference() {
         let (fh, fw) = (geom.frame_height, geom.frame_width);
 
         // Panoptic: same segments (ids, labels, thingness), same pixels.
-        let pan = postprocess::panoptic::panoptic(&c.logits.image(0), &c.labels, &geom, &c.params).unwrap();
+        let pan = postprocess::panoptic::panoptic(&c.logits.image(0).unwrap(), &c.labels, &geom, &c.params).unwrap();
         let gold: Vec<u16> = read_i32(&out.join("panoptic.bin")).iter().map(|&v| v as u16).collect();
         let refs = info["panoptic"].as_array().unwrap();
         assert_eq!(pan.segments.len(), refs.len(), "{}: panoptic segments {:?} vs {refs:?}", c.name, pan.segments);
@@ -661,14 +661,14 @@ fn golden_parity_with_detectron2_reference() {
         let pa = agreement(&pan.ids, &gold, |a| a as u16);
 
         // Semantic.
-        let sem = postprocess::semantic::semantic(&c.logits.image(0), &c.labels, &geom, &c.params).unwrap();
+        let sem = postprocess::semantic::semantic(&c.logits.image(0).unwrap(), &c.labels, &geom, &c.params).unwrap();
         let gold: Vec<u16> = read_i32(&out.join("semantic.bin")).iter().map(|&v| v as u16).collect();
         let sa = agreement(&sem.ids, &gold, |a| a as u16 - 1);
 
         // Instance: the reference returns all top-k thing pairs; ours keeps those with a
         // pixel and score ≥ threshold, in the same (query, label) identity.
         let p = Params { task: Task::Instance, score_threshold: c.instance_threshold, ..c.params };
-        let inst = instance_with_masks(&c.logits.image(0), &c.labels, &geom, &p).unwrap();
+        let inst = instance_with_masks(&c.logits.image(0).unwrap(), &c.labels, &geom, &p).unwrap();
         let bits = std::fs::read(out.join("instance_masks.bin")).unwrap();
         let thr = c.instance_threshold as f64;
         let mut expected = 0;

@@ -55,7 +55,7 @@ fn logits() -> Logits {
 fn segment(task: Task) -> Segmentation {
     let g = Geometry { input_height: 48, input_width: 64, valid_height: 40, valid_width: 64, frame_height: 90, frame_width: 144, semantics: Semantics::Detectron2 };
     let p = Params { task, score_threshold: 0.5, ..Params::default() };
-    postprocess::run(&logits().image(0), &labels(), &g, &p).unwrap()
+    postprocess::run(&logits().image(0).unwrap(), &labels(), &g, &p).unwrap()
 }
 
 fn info() -> FrameInfo {

@@ -2,8 +2,10 @@
 //! returns the two Mask2Former outputs of the ONNX contract.
 
 pub mod onnxruntime;
+pub mod select;
+pub mod tensorrt;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Preprocessed network input: `pixel_values` `[N, 3, H, W]`, float32, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,18 +44,76 @@ pub struct ImageLogits<'a> {
 }
 
 impl Logits {
-    /// View of image `n` of the batch. Panics if `n >= batch` (a programming error).
-    pub fn image(&self, n: usize) -> ImageLogits<'_> {
-        assert!(n < self.batch, "image index {n} out of batch {}", self.batch);
+    /// View of image `n` of the batch. A batch index past the end, or buffers shorter
+    /// than the dimensions say (a backend that broke the contract), is an
+    /// [`Error::ModelContract`](crate::Error::ModelContract), never a panic.
+    pub fn image(&self, n: usize) -> Result<ImageLogits<'_>> {
+        if n >= self.batch {
+            return Err(Error::ModelContract(format!("image index {n} out of a batch of {}", self.batch)));
+        }
         let c = self.num_queries * self.num_classes_plus_one;
         let m = self.num_queries * self.mask_height * self.mask_width;
-        ImageLogits {
+        let need = |per: usize| self.batch.checked_mul(per);
+        if need(c) != Some(self.class_logits.len()) || need(m) != Some(self.mask_logits.len()) {
+            return Err(Error::ModelContract(format!(
+                "output buffers of {} class and {} mask values do not match batch {} × Q {} × K+1 {} and masks {}×{}",
+                self.class_logits.len(),
+                self.mask_logits.len(),
+                self.batch,
+                self.num_queries,
+                self.num_classes_plus_one,
+                self.mask_height,
+                self.mask_width
+            )));
+        }
+        Ok(ImageLogits {
             num_queries: self.num_queries,
             num_classes_plus_one: self.num_classes_plus_one,
             mask_height: self.mask_height,
             mask_width: self.mask_width,
             class_logits: &self.class_logits[n * c..(n + 1) * c],
             mask_logits: &self.mask_logits[n * m..(n + 1) * m],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(batch: usize, class_len: usize, mask_len: usize) -> Logits {
+        Logits {
+            batch,
+            num_queries: 2,
+            num_classes_plus_one: 3,
+            mask_height: 2,
+            mask_width: 2,
+            class_logits: vec![0.0; class_len],
+            mask_logits: vec![0.0; mask_len],
+        }
+    }
+
+    #[test]
+    fn image_views_each_batch_entry() {
+        let mut l = logits(2, 12, 16);
+        l.class_logits[6] = 1.0;
+        l.mask_logits[8] = 2.0;
+        let v = l.image(1).unwrap();
+        assert_eq!(v.class_logits[0], 1.0);
+        assert_eq!(v.mask(0)[0], 2.0);
+    }
+
+    #[test]
+    fn image_out_of_batch_or_short_buffers_is_a_typed_error() {
+        for (l, n, what) in [
+            (logits(1, 6, 8), 1, "out of a batch"),
+            (logits(2, 6, 16), 0, "do not match"),
+            (logits(1, 6, 7), 0, "do not match"),
+        ] {
+            match l.image(n) {
+                Err(Error::ModelContract(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("expected a contract error, got {other:?}"),
+            }
         }
     }
 }

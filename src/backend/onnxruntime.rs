@@ -51,13 +51,23 @@ pub struct OrtOptions {
     /// Graph optimization level 0..=3 (0 disables, 3 = all, the default).
     pub optimization_level: u8,
     pub provider: Provider,
-    /// Folder for the TensorRT provider's engine cache (TensorRT provider only).
+    /// Folder for the TensorRT provider's engine and timing caches (TensorRT provider
+    /// only); `None`: [`ort_trt_cache_dir`] beside the model.
     pub trt_cache_dir: Option<PathBuf>,
+    /// Let the TensorRT provider use FP16 kernels.
+    pub trt_fp16: bool,
+}
+
+/// The default cache folder of ONNX Runtime's TensorRT provider: `x.onnx` →
+/// `x.ort-trt-cache/` beside it. Engines built there are reused by later sessions (ONNX
+/// Runtime keys them on the model, the GPU and the TensorRT version).
+pub fn ort_trt_cache_dir(model: &Path) -> PathBuf {
+    model.with_extension("ort-trt-cache")
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { intra_threads: None, optimization_level: 3, provider: Provider::Cpu, trt_cache_dir: None }
+        OrtOptions { intra_threads: None, optimization_level: 3, provider: Provider::Cpu, trt_cache_dir: None, trt_fp16: true }
     }
 }
 
@@ -174,11 +184,24 @@ impl OrtBackend {
                 "onnxruntime-cuda"
             }
             Provider::TensorRt => {
-                let mut ep = ort::ep::TensorRT::default();
-                if let Some(dir) = &opts.trt_cache_dir {
-                    ep = ep.with_engine_cache(true).with_engine_cache_path(dir.to_string_lossy());
+                let dir = opts.trt_cache_dir.clone().unwrap_or_else(|| ort_trt_cache_dir(model));
+                // Refuse before making a cache folder for a provider that is not there.
+                ensure_available::<ort::ep::TensorRT>("TensorRT")?;
+                let mut ep = ort::ep::TensorRT::default().with_fp16(opts.trt_fp16);
+                // Caches where the folder can be made (a read-only model folder runs
+                // without them, building the engine in every session).
+                if std::fs::create_dir_all(&dir).is_ok() {
+                    ep = ep
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(dir.to_string_lossy())
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(dir.to_string_lossy());
                 }
                 register_provider(&ep, &mut builder, "TensorRT")?;
+                // Nodes TensorRT does not take run on CUDA where the build has it.
+                if <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available().unwrap_or(false) {
+                    let _ = ort::ep::ExecutionProvider::register(&ort::ep::CUDA::default(), &mut builder);
+                }
                 "onnxruntime-tensorrt"
             }
         };
@@ -245,13 +268,8 @@ impl OrtBackend {
     }
 }
 
-fn register_provider<E: ort::ep::ExecutionProvider>(
-    ep: &E,
-    builder: &mut ort::session::builder::SessionBuilder,
-    label: &str,
-) -> Result<()> {
-    let available = E::is_available().unwrap_or(false);
-    if !available {
+fn ensure_available<E: ort::ep::ExecutionProvider>(label: &str) -> Result<()> {
+    if !E::is_available().unwrap_or(false) {
         return Err(Error::ProviderUnavailable {
             provider: label.into(),
             msg: "this ONNX Runtime build does not include it (the PyPI `onnxruntime` wheel is CPU-only; \
@@ -259,6 +277,15 @@ fn register_provider<E: ort::ep::ExecutionProvider>(
                 .into(),
         });
     }
+    Ok(())
+}
+
+fn register_provider<E: ort::ep::ExecutionProvider>(
+    ep: &E,
+    builder: &mut ort::session::builder::SessionBuilder,
+    label: &str,
+) -> Result<()> {
+    ensure_available::<E>(label)?;
     ep.register(builder).map_err(|e| Error::ProviderUnavailable { provider: label.into(), msg: e.to_string() })
 }
 

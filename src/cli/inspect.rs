@@ -13,7 +13,7 @@ pub fn inspect(model: &Path) -> ExitCode {
     if !model.is_file() {
         return fail(format!("model not found: {}", model.display()));
     }
-    let card_path = ModelCard::path_for_model(model);
+    let card_path = segstream::backend::tensorrt::contract::card_path_for(model);
     let card = match ModelCard::load(&card_path) {
         Ok(c) => c,
         Err(e) => return fail(format!("{}: no usable model card: {e}", model.display())),
@@ -59,6 +59,9 @@ pub fn inspect(model: &Path) -> ExitCode {
             if l.isthing { "thing" } else { "stuff" }
         );
     }
+    if matches!(model.extension().and_then(|e| e.to_str()), Some("engine" | "plan")) {
+        return inspect_engine(model, &card);
+    }
     match OrtBackend::open(model, &OrtOptions::default()) {
         Ok(backend) => {
             println!("backend:      {}", backend.name());
@@ -94,4 +97,31 @@ pub fn inspect(model: &Path) -> ExitCode {
         }
         Err(e) => fail(format!("cannot load the network of {}: {e}", model.display())),
     }
+}
+
+/// A TensorRT engine: its segstream header (read without TensorRT) against the card.
+fn inspect_engine(model: &Path, card: &ModelCard) -> ExitCode {
+    use segstream::backend::tensorrt::{EngineHeader, card_hash};
+    let bytes = match std::fs::read(model) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read {}: {e}", model.display())),
+    };
+    let h = match EngineHeader::decode(&bytes, model) {
+        Ok((h, _)) => h,
+        Err(e) => return fail(e.to_string()),
+    };
+    println!("engine:       TensorRT {}, {}, {}", h.tensorrt, h.gpu, h.precision);
+    println!("batch:        {} (min:opt:max)", h.batch);
+    println!(
+        "built from:   {}{} by segstream {}",
+        h.source,
+        if h.plugin { " (deformable-attention plugin)" } else { "" },
+        h.segstream
+    );
+    println!("plan:         {:.1} MiB", h.plan_len as f64 / (1 << 20) as f64);
+    if h.card_sha256 != card_hash(card) {
+        return fail(format!("{} was built from another model card (model {:?})", model.display(), h.model));
+    }
+    println!("card hash:    {} (matches)", h.card_sha256);
+    ExitCode::SUCCESS
 }

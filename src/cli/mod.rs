@@ -1,5 +1,6 @@
 //! Subcommands of the `segstream` command.
 
+pub mod build_engine;
 pub mod inspect;
 pub mod run;
 

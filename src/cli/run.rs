@@ -10,7 +10,9 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use segstream::elements::mask2former::{DeviceSetting, OverloadSetting, open_segmenter};
+use segstream::elements::mask2former::OverloadSetting;
+use segstream::backend::select::{BackendKind, Device};
+use segstream::segmenter::Segmenter;
 use segstream::pipeline::{
     self, ElementSettings, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS,
     percentile,
@@ -45,6 +47,14 @@ pub struct RunArgs {
     /// Minimum score of a kept segment, 0..1 (default: the model card's).
     #[arg(long, value_parser = parse_unit)]
     pub score_threshold: Option<f32>,
+    /// Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, or tensorrt
+    /// (native; MODEL may then be a .engine, or an .onnx built into MODEL.fp16.engine on first use).
+    #[arg(long, default_value = "onnxruntime", value_parser = parse_backend)]
+    pub backend: BackendKind,
+    /// Device: auto (the backend's GPU provider, falling back towards ONNX Runtime's CPU
+    /// provider), cpu, or cuda (no fallback).
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: Device,
     /// ONNX Runtime intra-op threads (0 = its default).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
@@ -59,6 +69,14 @@ pub struct RunArgs {
     /// frames that arrive while it is busy get the last result (stale) or none.
     #[arg(long = "async", value_name = "OVERLOAD", value_parser = ["drop", "skip", "wait"], num_args = 0..=1, default_missing_value = "drop")]
     pub async_overload: Option<String>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse().map_err(|e: segstream::Error| e.to_string())
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: segstream::Error| e.to_string())
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -236,9 +254,17 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     }
     let mut cfg = SegmenterConfig::new(&model);
     cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
-    let mut segmenter = Some(
-        open_segmenter(&cfg, DeviceSetting::Auto).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?,
-    );
+    cfg.backend = args.backend;
+    cfg.device = args.device;
+    let first = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
+    // The default (onnxruntime, auto) falls back to the CPU quietly, as it always has; a
+    // backend asked for by name says why it is not the one in use.
+    if args.backend != BackendKind::OnnxRuntime {
+        for note in first.fallbacks() {
+            eprintln!("segstream: warning: using {}: {note}", first.backend_name());
+        }
+    }
+    let mut segmenter = Some(first);
     let task: Option<Task> = args.task.as_deref().map(str::parse).transpose()?;
     let settings = ElementSettings {
         model: Some(model.clone()),
@@ -295,7 +321,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
             segmenter = Some(
-                open_segmenter(&cfg, DeviceSetting::Auto)
+                Segmenter::open_auto(&cfg)
                     .map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?,
             );
         }

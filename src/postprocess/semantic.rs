@@ -609,8 +609,8 @@ mod tests {
         let cls = class_logits(q, k + 1, seed + 1);
         let l = Logits { batch: 1, num_queries: q, num_classes_plus_one: k + 1, mask_height: mh, mask_width: mw, class_logits: cls, mask_logits: masks };
         let geom = Geometry { semantics, ..geom };
-        let seg = semantic(&l.image(0), &labels(k), &geom, &Params::default()).unwrap();
-        let (ids, maxes) = brute_force(&l.image(0), &geom);
+        let seg = semantic(&l.image(0).unwrap(), &labels(k), &geom, &Params::default()).unwrap();
+        let (ids, maxes) = brute_force(&l.image(0).unwrap(), &geom);
         let diff = seg.ids.iter().zip(&ids).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 0, "{diff} pixels differ from the full computation");
         assert!(seg.segments.len() >= 2, "test data should give several classes");
@@ -648,8 +648,8 @@ mod tests {
         let l = Logits { batch: 1, num_queries: q, num_classes_plus_one: k + 1, mask_height: mh, mask_width: mw, class_logits: cls, mask_logits: masks };
         for semantics in [Semantics::Detectron2, Semantics::Transformers] {
             let geom = Geometry { input_height: 80, input_width: 96, valid_height: 72, valid_width: 96, frame_height: 133, frame_width: 197, semantics };
-            let seg = semantic(&l.image(0), &labels(k), &geom, &Params::default()).unwrap();
-            let (ids, _) = brute_force(&l.image(0), &geom);
+            let seg = semantic(&l.image(0).unwrap(), &labels(k), &geom, &Params::default()).unwrap();
+            let (ids, _) = brute_force(&l.image(0).unwrap(), &geom);
             let diff = seg.ids.iter().zip(&ids).filter(|(a, b)| a != b).count();
             assert_eq!(diff, 0, "{semantics:?}: {diff} pixels differ from the full computation");
         }

@@ -291,8 +291,22 @@ impl Mask2Former {
         };
         let mut cfg = SegmenterConfig::new(&model);
         cfg.ort.intra_threads = (settings.threads > 0).then_some(settings.threads as usize);
+        cfg.backend = settings.backend.into();
         match std::panic::catch_unwind(AssertUnwindSafe(|| super::open_segmenter(&cfg, settings.device))) {
-            Ok(Ok(s)) => Ok((s, false)),
+            Ok(Ok(s)) => {
+                for note in s.fallbacks() {
+                    if settings.backend == BackendSetting::OnnxRuntime {
+                        gst::info!(CAT, imp = self, "using {}: {note}", s.backend_name());
+                    } else {
+                        gst::warning!(CAT, imp = self, "using {}: {note}", s.backend_name());
+                    }
+                }
+                Ok((s, false))
+            }
+            Ok(Err(e @ crate::Error::FeatureDisabled { .. })) => Err(gst::error_msg!(
+                gst::CoreError::MissingPlugin,
+                ("cannot open model {model} with backend={}: {e}", cfg.backend)
+            )),
             Ok(Err(e)) => Err(gst::error_msg!(
                 gst::ResourceError::OpenRead,
                 ("cannot open model {model}: {e}")
@@ -458,17 +472,17 @@ impl ObjectImpl for Mask2Former {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Path of the Mask2Former ONNX model; its model card (same name, .json) must sit beside it. Read when the element starts.")
+                    .blurb("Path of the Mask2Former ONNX model (or, with backend=tensorrt, a .engine built by `segstream build-engine`); its model card (same name, .json) must sit beside it. Read when the element starts.")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("backend", BackendSetting::default())
                     .nick("Backend")
-                    .blurb("Inference backend")
+                    .blurb("Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt (ONNX Runtime's providers, where the loaded ONNX Runtime build has them) or tensorrt (native TensorRT, builds with the tensorrt feature)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("device", DeviceSetting::default())
                     .nick("Device")
-                    .blurb("Device to run the network on")
+                    .blurb("Device to run the network on; auto falls back from the backend's GPU provider towards ONNX Runtime's CPU provider, cpu and cuda never fall back")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("task", TaskSetting::default())

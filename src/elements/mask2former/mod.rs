@@ -18,7 +18,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gstreamer as gst;
 
-use crate::backend::onnxruntime::Provider;
+use crate::backend::select::{BackendKind, Device};
 use crate::segmenter::{Segmenter, SegmenterConfig};
 
 glib::wrapper! {
@@ -119,14 +119,37 @@ pub enum OverloadSetting {
     Wait = 2,
 }
 
-/// The `backend` property.
+/// The `backend` property (names and meaning: [`BackendKind`]).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstSegstreamBackend")]
 pub enum BackendSetting {
     #[default]
-    #[enum_value(name = "ONNX Runtime", nick = "onnxruntime")]
+    #[enum_value(name = "ONNX Runtime (CUDA or CPU, as the device property says)", nick = "onnxruntime")]
     OnnxRuntime = 0,
+    #[enum_value(name = "ONNX Runtime's CUDA execution provider", nick = "onnxruntime-cuda")]
+    OnnxRuntimeCuda = 1,
+    #[enum_value(
+        name = "ONNX Runtime's TensorRT execution provider (engine cache beside the model)",
+        nick = "onnxruntime-tensorrt"
+    )]
+    OnnxRuntimeTensorRt = 2,
+    #[enum_value(
+        name = "Native TensorRT: a .engine file, or an .onnx built into one beside it on first use (needs the tensorrt feature)",
+        nick = "tensorrt"
+    )]
+    TensorRt = 3,
+}
+
+impl From<BackendSetting> for BackendKind {
+    fn from(b: BackendSetting) -> Self {
+        match b {
+            BackendSetting::OnnxRuntime => BackendKind::OnnxRuntime,
+            BackendSetting::OnnxRuntimeCuda => BackendKind::OnnxRuntimeCuda,
+            BackendSetting::OnnxRuntimeTensorRt => BackendKind::OnnxRuntimeTensorRt,
+            BackendSetting::TensorRt => BackendKind::TensorRt,
+        }
+    }
 }
 
 /// The `device` property.
@@ -134,12 +157,17 @@ pub enum BackendSetting {
 #[repr(u32)]
 #[enum_type(name = "GstSegstreamDevice")]
 pub enum DeviceSetting {
-    /// CUDA when the ONNX Runtime library has it, else the CPU.
+    /// The backend's best device, falling back in the documented order.
     #[default]
-    #[enum_value(name = "Best available device: CUDA if the runtime has it, else CPU", nick = "auto")]
+    #[enum_value(
+        name = "Best available: the backend's GPU provider, falling back towards the CPU (ONNX Runtime only)",
+        nick = "auto"
+    )]
     Auto = 0,
-    #[enum_value(name = "CPU", nick = "cpu")]
+    #[enum_value(name = "CPU (ONNX Runtime)", nick = "cpu")]
     Cpu = 1,
+    #[enum_value(name = "CUDA device, no fallback: an error if the runtime lacks it", nick = "cuda")]
+    Cuda = 2,
 }
 
 /// Name of the element message `mask2former` posts at end of stream (and that its `stats`
@@ -150,22 +178,52 @@ pub enum DeviceSetting {
 /// (`overload=skip`).
 pub const SUMMARY_MESSAGE: &str = "segstream-summary";
 
-/// Open a model for `device`: `Auto` tries ONNX Runtime's CUDA provider first and falls
-/// back to the CPU when that fails (a CPU-only runtime fails at once); `Cpu` uses the CPU.
-/// `cfg.ort.provider` is overridden.
-pub fn open_segmenter(cfg: &SegmenterConfig, device: DeviceSetting) -> crate::Result<Segmenter> {
-    if device == DeviceSetting::Auto {
-        let mut gpu = cfg.clone();
-        gpu.ort.provider = Provider::Cuda;
-        if let Ok(s) = Segmenter::open(&gpu) {
-            return Ok(s);
+impl From<DeviceSetting> for Device {
+    fn from(d: DeviceSetting) -> Self {
+        match d {
+            DeviceSetting::Auto => Device::Auto,
+            DeviceSetting::Cpu => Device::Cpu,
+            DeviceSetting::Cuda => Device::Cuda,
         }
     }
-    let mut cpu = cfg.clone();
-    cpu.ort.provider = Provider::Cpu;
-    Segmenter::open(&cpu)
+}
+
+/// Open a model with `cfg.backend` on `device` (overriding `cfg.device`), falling back as
+/// [`crate::backend::select`] documents: with `Auto`, ONNX Runtime tries its GPU providers
+/// first and ends on the CPU (a CPU-only runtime fails those at once); an explicit device
+/// or the native TensorRT backend does not fall back.
+pub fn open_segmenter(cfg: &SegmenterConfig, device: DeviceSetting) -> crate::Result<Segmenter> {
+    let mut cfg = cfg.clone();
+    cfg.device = device.into();
+    Segmenter::open_auto(&cfg)
 }
 
 pub fn register(plugin: Option<&gst::Plugin>) -> Result<(), glib::BoolError> {
     gst::Element::register(plugin, "mask2former", gst::Rank::NONE, Mask2Former::static_type())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every property nick is the name the CLI and the library parse to the same backend.
+    #[test]
+    fn property_nicks_are_the_backend_and_device_names() {
+        use BackendSetting as B;
+        use DeviceSetting as D;
+        let class = glib::EnumClass::with_type(B::static_type()).unwrap();
+        let all = [B::OnnxRuntime, B::OnnxRuntimeCuda, B::OnnxRuntimeTensorRt, B::TensorRt];
+        assert_eq!(class.values().len(), all.len());
+        for b in all {
+            let nick = class.value(b as i32).unwrap().nick();
+            assert_eq!(nick.parse::<BackendKind>().unwrap(), BackendKind::from(b), "{nick}");
+        }
+        let class = glib::EnumClass::with_type(D::static_type()).unwrap();
+        let all = [D::Auto, D::Cpu, D::Cuda];
+        assert_eq!(class.values().len(), all.len());
+        for d in all {
+            let nick = class.value(d as i32).unwrap().nick();
+            assert_eq!(nick.parse::<Device>().unwrap(), Device::from(d), "{nick}");
+        }
+    }
 }

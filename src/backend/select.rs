@@ -1,0 +1,184 @@
+//! Which backend runs a model: the `backend` and `device` options (element properties,
+//! CLI flags), parsed in one place, and the order in which `device=auto` falls back.
+//!
+//! | backend | device=auto tries, in order | device=cuda | device=cpu |
+//! | --- | --- | --- | --- |
+//! | `onnxruntime` (default) | ORT CUDA → ORT CPU | ORT CUDA | ORT CPU |
+//! | `onnxruntime-cuda` | ORT CUDA → ORT CPU | ORT CUDA | refused |
+//! | `onnxruntime-tensorrt` | ORT TensorRT → ORT CUDA → ORT CPU | ORT TensorRT | refused |
+//! | `tensorrt` | native TensorRT | native TensorRT | refused |
+//!
+//! An explicit device never falls back: a runtime without the provider is an error that
+//! says so. The native TensorRT backend never falls back to ONNX Runtime either: a
+//! `.engine` file runs nowhere else, and a build without the `tensorrt` feature says so.
+
+use crate::backend::onnxruntime::Provider;
+use crate::{Error, Result};
+
+/// The `backend` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum BackendKind {
+    /// ONNX Runtime; the device picks the execution provider.
+    #[default]
+    OnnxRuntime,
+    /// ONNX Runtime with its CUDA execution provider.
+    OnnxRuntimeCuda,
+    /// ONNX Runtime with its TensorRT execution provider (engine cache beside the model).
+    OnnxRuntimeTensorRt,
+    /// segstream's native TensorRT backend (feature `tensorrt`).
+    TensorRt,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] =
+        [BackendKind::OnnxRuntime, BackendKind::OnnxRuntimeCuda, BackendKind::OnnxRuntimeTensorRt, BackendKind::TensorRt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::OnnxRuntime => "onnxruntime",
+            BackendKind::OnnxRuntimeCuda => "onnxruntime-cuda",
+            BackendKind::OnnxRuntimeTensorRt => "onnxruntime-tensorrt",
+            BackendKind::TensorRt => "tensorrt",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let l = s.trim().to_ascii_lowercase();
+        let k = match l.as_str() {
+            "onnxruntime" | "ort" => BackendKind::OnnxRuntime,
+            "onnxruntime-cuda" | "ort-cuda" => BackendKind::OnnxRuntimeCuda,
+            "onnxruntime-tensorrt" | "ort-tensorrt" | "ort-trt" => BackendKind::OnnxRuntimeTensorRt,
+            "tensorrt" | "trt" => BackendKind::TensorRt,
+            _ => {
+                let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(Error::InvalidArgument(format!("unknown backend {s:?} ({})", names.join(", "))));
+            }
+        };
+        Ok(k)
+    }
+}
+
+/// The `device` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Device {
+    /// The backend's best device, falling back as the table above says.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            _ => Err(Error::InvalidArgument(format!("unknown device {s:?} (auto, cpu, cuda)"))),
+        }
+    }
+}
+
+/// One way of opening a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Ort(Provider),
+    NativeTensorRt,
+}
+
+impl Attempt {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attempt::Ort(Provider::Cpu) => "onnxruntime-cpu",
+            Attempt::Ort(Provider::Cuda) => "onnxruntime-cuda",
+            Attempt::Ort(Provider::TensorRt) => "onnxruntime-tensorrt",
+            Attempt::NativeTensorRt => "tensorrt",
+        }
+    }
+}
+
+/// The attempts for `backend` on `device`, in order (the first that opens wins).
+pub fn plan(backend: BackendKind, device: Device) -> Result<Vec<Attempt>> {
+    use Attempt::*;
+    use Provider::*;
+    let gpu_only = |b: BackendKind| {
+        Err(Error::InvalidArgument(format!("backend {b} runs on CUDA devices only; device=cpu needs backend onnxruntime")))
+    };
+    Ok(match (backend, device) {
+        (BackendKind::OnnxRuntime, Device::Auto) => vec![Ort(Cuda), Ort(Cpu)],
+        (BackendKind::OnnxRuntime, Device::Cpu) => vec![Ort(Cpu)],
+        (BackendKind::OnnxRuntime, Device::Cuda) => vec![Ort(Cuda)],
+        (BackendKind::OnnxRuntimeCuda, Device::Auto) => vec![Ort(Cuda), Ort(Cpu)],
+        (BackendKind::OnnxRuntimeCuda, Device::Cuda) => vec![Ort(Cuda)],
+        (BackendKind::OnnxRuntimeTensorRt, Device::Auto) => vec![Ort(TensorRt), Ort(Cuda), Ort(Cpu)],
+        (BackendKind::OnnxRuntimeTensorRt, Device::Cuda) => vec![Ort(TensorRt)],
+        (BackendKind::TensorRt, Device::Auto | Device::Cuda) => vec![NativeTensorRt],
+        (b, Device::Cpu) => return gpu_only(b),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip() {
+        for k in BackendKind::ALL {
+            assert_eq!(k.as_str().parse::<BackendKind>().unwrap(), k);
+            assert_eq!(k.to_string(), k.as_str());
+        }
+        assert_eq!("TRT".parse::<BackendKind>().unwrap(), BackendKind::TensorRt);
+        assert_eq!("ort-trt".parse::<BackendKind>().unwrap(), BackendKind::OnnxRuntimeTensorRt);
+        let e = "openvino".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(e.contains("openvino") && e.contains("onnxruntime-tensorrt"), "{e}");
+    }
+
+    #[test]
+    fn device_names() {
+        assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
+        assert_eq!("CPU".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("gpu".parse::<Device>().unwrap(), Device::Cuda);
+        assert!("tpu".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn fallback_order() {
+        use Attempt::*;
+        use Provider::*;
+        assert_eq!(plan(BackendKind::OnnxRuntime, Device::Auto).unwrap(), vec![Ort(Cuda), Ort(Cpu)]);
+        assert_eq!(
+            plan(BackendKind::OnnxRuntimeTensorRt, Device::Auto).unwrap(),
+            vec![Ort(TensorRt), Ort(Cuda), Ort(Cpu)]
+        );
+        // An explicit device does not fall back.
+        assert_eq!(plan(BackendKind::OnnxRuntimeTensorRt, Device::Cuda).unwrap(), vec![Ort(TensorRt)]);
+        assert_eq!(plan(BackendKind::OnnxRuntimeCuda, Device::Cuda).unwrap(), vec![Ort(Cuda)]);
+        assert_eq!(plan(BackendKind::OnnxRuntime, Device::Cpu).unwrap(), vec![Ort(Cpu)]);
+        // Native TensorRT never falls back to ONNX Runtime.
+        assert_eq!(plan(BackendKind::TensorRt, Device::Auto).unwrap(), vec![NativeTensorRt]);
+        for b in [BackendKind::OnnxRuntimeCuda, BackendKind::OnnxRuntimeTensorRt, BackendKind::TensorRt] {
+            let e = plan(b, Device::Cpu).unwrap_err().to_string();
+            assert!(e.contains("CUDA devices only"), "{e}");
+        }
+    }
+}

@@ -19,5 +19,6 @@ pub mod render;
 pub mod schema;
 pub mod segmentation;
 pub mod segmenter;
+pub mod tracking;
 
 pub use error::{Error, Result};

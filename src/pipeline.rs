@@ -20,7 +20,7 @@ use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_pbutils as gst_pbutils;
 
-use crate::elements::mask2former::TaskSetting;
+use crate::elements::mask2former::{ModeSetting, OverloadSetting, TaskSetting};
 use crate::elements::{FRAME_MESSAGE, Mask2Former, lock};
 use crate::segmentation::Task;
 use crate::segmenter::{Segmenter, Timings};
@@ -305,6 +305,10 @@ pub struct ElementSettings {
     pub task: Option<Task>,
     pub score_threshold: Option<f32>,
     pub threads: u32,
+    /// `mask2former track=true`: persistent track ids.
+    pub track: bool,
+    /// `mask2former mode=async` with this `overload` policy (`None`: sync).
+    pub async_overload: Option<OverloadSetting>,
 }
 
 /// A built pipeline, ready to run.
@@ -413,6 +417,11 @@ pub fn build(
         m2f.set_property("score-threshold", t);
     }
     m2f.set_property("threads", settings.threads);
+    m2f.set_property("track", settings.track);
+    if let Some(overload) = settings.async_overload {
+        m2f.set_property("mode", ModeSetting::Async);
+        m2f.set_property("overload", overload);
+    }
     m2f.set_property("post-messages", true);
     if let Some(s) = segmenter {
         mask2former.set_segmenter(s);

@@ -10,6 +10,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use segstream::elements::mask2former::OverloadSetting;
 use segstream::backend::select::{BackendKind, Device};
 use segstream::segmenter::Segmenter;
 use segstream::pipeline::{
@@ -79,6 +80,13 @@ pub struct RunArgs {
     /// sources, the longest gap between frames).
     #[arg(long, default_value_t = 20.0, value_parser = parse_secs)]
     pub timeout: f64,
+    /// Give segments persistent track ids (things by mask IoU, stuff one id per class).
+    #[arg(long)]
+    pub track: bool,
+    /// Run inference on a worker thread (`mask2former mode=async`); with `drop` or `skip`,
+    /// frames that arrive while it is busy get the last result (stale) or none.
+    #[arg(long = "async", value_name = "OVERLOAD", value_parser = ["drop", "skip", "wait"], num_args = 0..=1, default_missing_value = "drop")]
+    pub async_overload: Option<String>,
 }
 
 fn parse_backend(s: &str) -> Result<BackendKind, String> {
@@ -294,6 +302,12 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         task,
         score_threshold: args.score_threshold,
         threads: args.threads,
+        track: args.track,
+        async_overload: args.async_overload.as_deref().map(|o| match o {
+            "skip" => OverloadSetting::Skip,
+            "wait" => OverloadSetting::Wait,
+            _ => OverloadSetting::Drop,
+        }),
     };
 
     pipeline::install_signal_handlers();
@@ -336,6 +350,9 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         }
         let report = built.run(timeout, expected, |f| bar.set_position(f));
         bar.finish_and_clear();
+        if args.async_overload.is_some() {
+            print_overload_stats(&built.mask2former);
+        }
         // The element gives the injected segmenter back when it stops.
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
@@ -451,6 +468,22 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
 
 fn ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// `--async`: how many frames were inferred, dropped, stale, skipped (the element's
+/// `stats`, as in its end-of-stream `segstream-summary` message).
+fn print_overload_stats(m: &segstream::elements::Mask2Former) {
+    use gstreamer::prelude::ObjectExt;
+    let s = m.property::<gstreamer::Structure>("stats");
+    let get = |f: &str| s.get::<u64>(f).unwrap_or(0);
+    eprintln!(
+        "segstream: async: {} frames, {} inferred, {} dropped ({} passed on stale, {} without a result)",
+        get("frames"),
+        get("inferred"),
+        get("dropped"),
+        get("stale"),
+        get("skipped")
+    );
 }
 
 fn print_report(source: &Source, r: &RunReport) {

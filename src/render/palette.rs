@@ -65,6 +65,30 @@ mod tests {
     }
 
     #[test]
+    fn instance_colour_follows_the_track_id_not_the_segment_id() {
+        let seg = |id: u32, track_id: Option<u64>| Segment {
+            id,
+            label_id: 0,
+            label: "thing".into(),
+            score: 1.0,
+            is_thing: true,
+            area: 1,
+            bbox: [0, 0, 1, 1],
+            track_id,
+        };
+        let labels: Vec<Label> = Vec::new();
+        // Same object (track 7) under segment ids 1 and 2 in two frames: same colour.
+        assert_eq!(
+            segment_color(&seg(1, Some(7)), &labels, ColorBy::Instance),
+            segment_color(&seg(2, Some(7)), &labels, ColorBy::Instance)
+        );
+        assert_ne!(
+            segment_color(&seg(1, Some(7)), &labels, ColorBy::Instance),
+            segment_color(&seg(1, Some(8)), &labels, ColorBy::Instance)
+        );
+    }
+
+    #[test]
     fn yuv_of_primaries() {
         assert_eq!(rgb_to_yuv([0, 0, 0]), [16, 128, 128]);
         assert_eq!(rgb_to_yuv([255, 255, 255]), [235, 128, 128]);

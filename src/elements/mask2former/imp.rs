@@ -1,6 +1,7 @@
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::thread::JoinHandle;
 
 use gst::glib;
 use gst::prelude::*;
@@ -11,13 +12,14 @@ use gstreamer as gst;
 use gstreamer_base as gst_base;
 use gstreamer_video as gst_video;
 
-use super::{BackendSetting, DeviceSetting, TaskSetting};
+use super::{BackendSetting, DeviceSetting, ModeSetting, OverloadSetting, TaskSetting};
 use crate::elements::meta::{SegmentationInfo, SegmentationMeta};
 use crate::elements::{lock, panic_message};
 use crate::frame::{Frame, PixelFormat};
 use crate::model::{Defaults, Label};
 use crate::segmentation::Segmentation;
 use crate::segmenter::{Segmenter, SegmenterConfig, Timings};
+use crate::tracking::{Tracker, TrackerConfig};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -33,6 +35,12 @@ const DEFAULT_MASK_THRESHOLD: f32 = 0.5;
 const DEFAULT_INTERVAL: u32 = 1;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_TRACK: bool = false;
+const DEFAULT_TRACK_MAX_AGE: u32 = 30;
+const DEFAULT_TRACK_IOU: f32 = 0.3;
+/// Frames that may wait in async mode behind the one being inferred (in `drop`/`skip`
+/// mode they are pushed as soon as that inference ends). When full, upstream blocks.
+const ASYNC_QUEUE: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -47,6 +55,11 @@ struct Settings {
     interval: u32,
     post_messages: bool,
     threads: u32,
+    mode: ModeSetting,
+    overload: OverloadSetting,
+    track: bool,
+    track_max_age: u32,
+    track_iou: f32,
 }
 
 impl Default for Settings {
@@ -62,23 +75,184 @@ impl Default for Settings {
             interval: DEFAULT_INTERVAL,
             post_messages: DEFAULT_POST_MESSAGES,
             threads: DEFAULT_THREADS,
+            mode: ModeSetting::default(),
+            overload: OverloadSetting::default(),
+            track: DEFAULT_TRACK,
+            track_max_age: DEFAULT_TRACK_MAX_AGE,
+            track_iou: DEFAULT_TRACK_IOU,
         }
     }
 }
 
-/// Per-stream state: created in `start`, dropped in `stop`.
-struct State {
+/// Inference and what it remembers between frames. Lives in [`State`] in sync mode and
+/// on the worker thread in async mode.
+struct Engine {
     segmenter: Segmenter,
-    /// The segmenter came from `set_segmenter` and goes back there on stop.
-    injected: bool,
+    tracker: Option<Tracker>,
+    /// Last computed result, reused for `interval` > 1 and `overload=drop`.
+    last: Option<(Arc<Segmentation>, Timings)>,
+}
+
+impl Engine {
+    fn reset(&mut self) {
+        self.last = None;
+        if let Some(t) = self.tracker.as_mut() {
+            t.reset();
+        }
+    }
+
+    /// Segment `buf` with the thresholds of `settings`, track it if asked, and remember it.
+    fn segment(
+        &mut self,
+        settings: &Settings,
+        buf: &gst::BufferRef,
+        video: &(gst_video::VideoInfo, PixelFormat),
+        frame_no: u64,
+    ) -> Result<(Arc<Segmentation>, Timings), gst::ErrorMessage> {
+        let (info, format) = video;
+        let defaults = self.segmenter.card().defaults.clone();
+        let p = self.segmenter.params_mut();
+        p.task = settings.task.task().unwrap_or(defaults.task);
+        p.score_threshold = settings.score_threshold.unwrap_or(defaults.score_threshold);
+        p.overlap_threshold = settings.overlap_threshold.unwrap_or(defaults.overlap_threshold);
+        p.mask_threshold = settings.mask_threshold.unwrap_or(defaults.mask_threshold);
+
+        let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
+            gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"))
+        })?;
+        let mut planes: [&[u8]; 3] = [&[], &[], &[]];
+        let mut strides = [0usize; 3];
+        for p in 0..format.num_planes() {
+            planes[p] = vframe
+                .plane_data(p as u32)
+                .map_err(|e| gst::error_msg!(gst::StreamError::Failed, ("frame {frame_no}: plane {p}: {e}")))?;
+            strides[p] = vframe.plane_stride()[p].max(0) as usize;
+        }
+        let frame = Frame::new(*format, info.width() as usize, info.height() as usize, planes, strides)
+            .map_err(|e| gst::error_msg!(gst::StreamError::Format, ("frame {frame_no}: {e}")))?;
+        let segmenter = &mut self.segmenter;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(&frame)));
+        drop(vframe);
+        let (mut seg, timings) = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Err(gst::error_msg!(
+                    gst::StreamError::Failed,
+                    ("segmentation of frame {frame_no} failed: {e}")
+                ));
+            }
+            Err(p) => {
+                return Err(gst::error_msg!(
+                    gst::StreamError::Failed,
+                    ("segmentation of frame {frame_no} panicked: {}", panic_message(&p))
+                ));
+            }
+        };
+        if settings.track {
+            let cfg = TrackerConfig { iou_threshold: settings.track_iou, max_age: settings.track_max_age };
+            let tracker = match &mut self.tracker {
+                Some(t) if *t.config() == cfg => t,
+                slot => slot.insert(Tracker::new(cfg)),
+            };
+            tracker.update(&mut seg);
+        } else {
+            self.tracker = None;
+        }
+        let seg = Arc::new(seg);
+        self.last = Some((seg.clone(), timings));
+        Ok((seg, timings))
+    }
+
+    /// The last result if it fits a `width`x`height` frame.
+    fn last_for(&self, width: u32, height: u32) -> Option<(Arc<Segmentation>, Timings)> {
+        self.last.clone().filter(|(s, _)| (s.width, s.height) == (width, height))
+    }
+}
+
+/// Counters of the `stats` property and the end-of-stream summary.
+#[derive(Default)]
+struct Counters {
+    frames: AtomicU64,
+    inferred: AtomicU64,
+    stale: AtomicU64,
+    dropped: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Counters {
+    fn reset(&self) {
+        for c in [&self.frames, &self.inferred, &self.stale, &self.dropped, &self.skipped] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn structure(&self, name: &str) -> gst::Structure {
+        gst::Structure::builder(name)
+            .field("frames", self.frames.load(Ordering::Relaxed))
+            .field("inferred", self.inferred.load(Ordering::Relaxed))
+            .field("stale", self.stale.load(Ordering::Relaxed))
+            .field("dropped", self.dropped.load(Ordering::Relaxed))
+            .field("skipped", self.skipped.load(Ordering::Relaxed))
+            .build()
+    }
+}
+
+/// What the async worker is asked to do, in arrival order.
+enum Job {
+    /// Segment the frame, attach the result, push it.
+    Infer {
+        buf: gst::Buffer,
+        frame_no: u64,
+        settings: Box<Settings>,
+        video: (gst_video::VideoInfo, PixelFormat),
+    },
+    /// Push the frame with the last result marked stale (`with_last`) or without a result.
+    Pass {
+        buf: gst::Buffer,
+        frame_no: u64,
+        post_messages: bool,
+        size: (u32, u32),
+        with_last: bool,
+    },
+    /// Forget the last result and the tracks (flush).
+    Reset,
+    /// Answer when every earlier job is done.
+    Drain(crossbeam_channel::Sender<()>),
+}
+
+/// State shared by the streaming thread and the async worker.
+struct Shared {
+    /// An `Infer` job is queued or running.
+    busy: Mutex<bool>,
+    idle: Condvar,
+    /// First failed push (or inference error) of the worker, returned upstream.
+    flow: Mutex<Option<gst::FlowError>>,
+}
+
+struct Worker {
+    tx: crossbeam_channel::Sender<Job>,
+    handle: JoinHandle<Engine>,
+    shared: Arc<Shared>,
+}
+
+/// What both modes need to attach a meta.
+struct StreamInfo {
     labels: Arc<[Label]>,
     model_name: String,
+}
+
+/// Per-stream state: created in `start`, dropped in `stop`.
+struct State {
+    /// `None` while the async worker holds the engine.
+    engine: Option<Engine>,
+    worker: Option<Worker>,
+    /// The segmenter came from `set_segmenter` and goes back there on stop.
+    injected: bool,
+    stream: Arc<StreamInfo>,
     /// Negotiated input, set in `set_caps`.
     video: Option<(gst_video::VideoInfo, PixelFormat)>,
     /// Frames seen since start or the last flush.
     frames: u64,
-    /// Last computed result, reused for `interval` > 1.
-    last: Option<(Arc<Segmentation>, Timings)>,
 }
 
 #[derive(Default)]
@@ -91,6 +265,7 @@ pub struct Mask2Former {
     card_defaults: Mutex<Option<Defaults>>,
     /// Between `start` and `stop`.
     running: AtomicBool,
+    counters: Arc<Counters>,
 }
 
 impl Mask2Former {
@@ -148,26 +323,140 @@ impl Mask2Former {
         lock(&self.card_defaults).clone()
     }
 
-    fn post_frame_message(&self, buf: &gst::BufferRef, seg: &Segmentation, info: &SegmentationInfo) {
-        let labels: Vec<String> = seg.segments.iter().map(|s| s.label.clone()).collect();
-        let s = gst::Structure::builder("segstream-frame")
-            .field("frame", info.frame)
-            .field("pts", buf.pts())
-            .field("width", seg.width)
-            .field("height", seg.height)
-            .field("model", info.model.as_str())
-            .field("task", seg.task.as_str())
-            .field("stale", info.stale)
-            .field("segments", seg.segments.len() as u32)
-            .field("labels", gst::Array::new(labels))
-            .field("preprocess-ms", info.timings.preprocess_ms)
-            .field("inference-ms", info.timings.inference_ms)
-            .field("postprocess-ms", info.timings.postprocess_ms)
-            .build();
-        let _ = self
-            .obj()
-            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    /// Wait until the async worker has done every job sent so far.
+    fn drain(&self, tx: &crossbeam_channel::Sender<Job>) {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        if tx.send(Job::Drain(reply)).is_ok() {
+            let _ = done.recv();
+        }
     }
+
+    fn post_summary(&self) {
+        let s = self.counters.structure(super::SUMMARY_MESSAGE);
+        gst::info!(CAT, imp = self, "end of stream: {s}");
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+}
+
+/// Post the per-frame `segstream-frame` element message.
+fn post_frame_message(element: &super::Mask2Former, buf: &gst::BufferRef, seg: &Segmentation, info: &SegmentationInfo) {
+    let labels: Vec<String> = seg.segments.iter().map(|s| s.label.clone()).collect();
+    let s = gst::Structure::builder(crate::elements::FRAME_MESSAGE)
+        .field("frame", info.frame)
+        .field("pts", buf.pts())
+        .field("width", seg.width)
+        .field("height", seg.height)
+        .field("model", info.model.as_str())
+        .field("task", seg.task.as_str())
+        .field("stale", info.stale)
+        .field("segments", seg.segments.len() as u32)
+        .field("labels", gst::Array::new(labels))
+        .field("preprocess-ms", info.timings.preprocess_ms)
+        .field("inference-ms", info.timings.inference_ms)
+        .field("postprocess-ms", info.timings.postprocess_ms)
+        .build();
+    let _ = element.post_message(gst::message::Element::builder(s).src(element).build());
+}
+
+/// Attach `seg` to `buf` as its SegmentationMeta (and post the frame message if asked).
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    element: &super::Mask2Former,
+    buf: &mut gst::BufferRef,
+    stream: &StreamInfo,
+    seg: Arc<Segmentation>,
+    timings: Timings,
+    frame_no: u64,
+    stale: bool,
+    post_messages: bool,
+) -> Result<(), gst::ErrorMessage> {
+    let info = SegmentationInfo { frame: frame_no, model: stream.model_name.clone(), timings, stale };
+    gst::trace!(
+        CAT,
+        obj = element,
+        "frame {frame_no}: {} segments{} ({:.1}/{:.1}/{:.1} ms)",
+        seg.segments.len(),
+        if stale { " (stale)" } else { "" },
+        timings.preprocess_ms,
+        timings.inference_ms,
+        timings.postprocess_ms
+    );
+    if post_messages {
+        post_frame_message(element, buf, &seg, &info);
+    }
+    SegmentationMeta::replace(buf, seg, stream.labels.clone(), info)
+        .map(|_| ())
+        .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("cannot attach SegmentationMeta: {e}")))
+}
+
+/// The async worker: runs the jobs in order, pushes every frame downstream itself, and
+/// gives the engine back when the channel closes (on stop).
+fn worker_loop(
+    weak: glib::WeakRef<super::Mask2Former>,
+    mut engine: Engine,
+    rx: crossbeam_channel::Receiver<Job>,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    stream: Arc<StreamInfo>,
+) -> Engine {
+    let fail = |e: gst::FlowError| {
+        let mut f = lock(&shared.flow);
+        if f.is_none() {
+            *f = Some(e);
+        }
+    };
+    for job in rx.iter() {
+        let buf = match job {
+            Job::Drain(reply) => {
+                let _ = reply.send(());
+                continue;
+            }
+            Job::Reset => {
+                engine.reset();
+                continue;
+            }
+            Job::Infer { mut buf, frame_no, settings, video } => {
+                let result = engine.segment(&settings, &buf, &video, frame_no);
+                *lock(&shared.busy) = false;
+                shared.idle.notify_all();
+                let Some(element) = weak.upgrade() else { continue };
+                let attached = result.and_then(|(seg, t)| {
+                    counters.inferred.fetch_add(1, Ordering::Relaxed);
+                    attach(&element, buf.make_mut(), &stream, seg, t, frame_no, false, settings.post_messages)
+                });
+                if let Err(msg) = attached {
+                    element.imp().post_error_message(msg);
+                    fail(gst::FlowError::Error);
+                    continue;
+                }
+                buf
+            }
+            Job::Pass { mut buf, frame_no, post_messages, size, with_last } => {
+                let Some(element) = weak.upgrade() else { continue };
+                match with_last.then(|| engine.last_for(size.0, size.1)).flatten() {
+                    Some((seg, t)) => {
+                        counters.stale.fetch_add(1, Ordering::Relaxed);
+                        if let Err(msg) = attach(&element, buf.make_mut(), &stream, seg, t, frame_no, true, post_messages) {
+                            element.imp().post_error_message(msg);
+                            fail(gst::FlowError::Error);
+                            continue;
+                        }
+                    }
+                    None => {
+                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                buf
+            }
+        };
+        let Some(element) = weak.upgrade() else { continue };
+        if let Err(e) = element.src_pad().push(buf) {
+            gst::debug!(CAT, obj = &element, "worker push: {e:?}");
+            fail(e);
+        }
+    }
+    engine
 }
 
 #[glib::object_subclass]
@@ -247,6 +536,43 @@ impl ObjectImpl for Mask2Former {
                     .default_value(DEFAULT_THREADS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("mode", ModeSetting::default())
+                    .nick("Mode")
+                    .blurb("sync: infer on the streaming thread; async: infer on a worker thread that pushes the frames downstream in order, so upstream never waits on the network (see `overload`). A frame waits at most one inference time.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("overload", OverloadSetting::default())
+                    .nick("Overload policy")
+                    .blurb("mode=async: a frame that arrives while the worker is busy is passed on with the last result marked stale (drop), passed on without a result (skip), or waits for the worker (wait)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("track")
+                    .nick("Track")
+                    .blurb("Give segments a persistent track_id: things by mask IoU with the previous frames, stuff one id per class")
+                    .default_value(DEFAULT_TRACK)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("track-max-age")
+                    .nick("Track max age")
+                    .blurb("track=true: frames a thing track survives unmatched (e.g. hidden) before it is forgotten")
+                    .minimum(0)
+                    .maximum(100_000)
+                    .default_value(DEFAULT_TRACK_MAX_AGE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecFloat::builder("track-iou-threshold")
+                    .nick("Track IoU threshold")
+                    .blurb("track=true: minimum mask IoU (after motion prediction) for a thing to continue a track")
+                    .minimum(0.01)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_TRACK_IOU)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Counters since start, as the `segstream-summary` message posted at end of stream: frames, inferred, stale (an earlier result reused), dropped (inference dropped, worker busy), skipped (passed on without a result)")
+                    .read_only()
+                    .build(),
             ]
         });
         PROPS.as_ref()
@@ -275,6 +601,11 @@ impl ObjectImpl for Mask2Former {
             "interval" => s.interval = value.get::<u32>().unwrap_or(DEFAULT_INTERVAL).max(1),
             "post-messages" => s.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
             "threads" => s.threads = value.get().unwrap_or(DEFAULT_THREADS),
+            "mode" => s.mode = value.get().unwrap_or_default(),
+            "overload" => s.overload = value.get().unwrap_or_default(),
+            "track" => s.track = value.get().unwrap_or(DEFAULT_TRACK),
+            "track-max-age" => s.track_max_age = value.get().unwrap_or(DEFAULT_TRACK_MAX_AGE),
+            "track-iou-threshold" => s.track_iou = value.get().unwrap_or(DEFAULT_TRACK_IOU),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
@@ -305,6 +636,12 @@ impl ObjectImpl for Mask2Former {
             "interval" => s.interval.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "threads" => s.threads.to_value(),
+            "mode" => s.mode.to_value(),
+            "overload" => s.overload.to_value(),
+            "track" => s.track.to_value(),
+            "track-max-age" => s.track_max_age.to_value(),
+            "track-iou-threshold" => s.track_iou.to_value(),
+            "stats" => self.counters.structure("stats").to_value(),
             _ => pspec.default_value().clone(),
         }
     }
@@ -348,35 +685,58 @@ impl BaseTransformImpl for Mask2Former {
         let settings = lock(&self.settings).clone();
         let (segmenter, injected) = self.open_segmenter(&settings)?;
         let card = segmenter.card();
-        let labels: Arc<[Label]> = card.labels.clone().into();
-        let model_name = card.name.clone();
+        let stream = Arc::new(StreamInfo { labels: card.labels.clone().into(), model_name: card.name.clone() });
         gst::info!(
             CAT,
             imp = self,
-            "opened {segmenter:?} ({model_name}, {} labels)",
-            labels.len()
+            "opened {segmenter:?} ({}, {} labels), mode {:?}",
+            stream.model_name,
+            stream.labels.len(),
+            settings.mode
         );
         *lock(&self.card_defaults) = Some(card.defaults.clone());
+        self.counters.reset();
+        let engine = Engine { segmenter, tracker: None, last: None };
+        let (engine, worker) = match settings.mode {
+            ModeSetting::Sync => (Some(engine), None),
+            ModeSetting::Async => {
+                let (tx, rx) = crossbeam_channel::bounded(ASYNC_QUEUE);
+                let shared = Arc::new(Shared { busy: Mutex::new(false), idle: Condvar::new(), flow: Mutex::new(None) });
+                let (weak, sh, counters, st) = (self.obj().downgrade(), shared.clone(), self.counters.clone(), stream.clone());
+                let handle = std::thread::Builder::new()
+                    .name("mask2former-worker".into())
+                    .spawn(move || worker_loop(weak, engine, rx, sh, counters, st))
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::Failed, ("cannot start the inference thread: {e}")))?;
+                (None, Some(Worker { tx, handle, shared }))
+            }
+        };
         self.running.store(true, Ordering::SeqCst);
-        *lock(&self.state) = Some(State {
-            segmenter,
-            injected,
-            labels,
-            model_name,
-            video: None,
-            frames: 0,
-            last: None,
-        });
+        *lock(&self.state) = Some(State { engine, worker, injected, stream, video: None, frames: 0 });
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.running.store(false, Ordering::SeqCst);
         let state = lock(&self.state).take();
-        if let Some(state) = state
-            && state.injected
-        {
-            *lock(&self.injected) = Some(state.segmenter);
+        if let Some(mut state) = state {
+            if let Some(worker) = state.worker.take() {
+                // Closing the channel ends the worker once it has run what is queued (its
+                // pushes fail fast: the pads are already flushing).
+                drop(worker.tx);
+                {
+                    *lock(&worker.shared.busy) = false;
+                    worker.shared.idle.notify_all();
+                }
+                match worker.handle.join() {
+                    Ok(engine) => state.engine = Some(engine),
+                    Err(p) => gst::error!(CAT, imp = self, "inference thread panicked: {}", panic_message(&p)),
+                }
+            }
+            if state.injected
+                && let Some(engine) = state.engine
+            {
+                *lock(&self.injected) = Some(engine.segmenter);
+            }
         }
         gst::info!(CAT, imp = self, "stopped");
         Ok(())
@@ -390,13 +750,6 @@ impl BaseTransformImpl for Mask2Former {
         let Some(state) = state.as_mut() else {
             return Err(gst::loggable_error!(CAT, "caps set before the element started"));
         };
-        if state
-            .video
-            .as_ref()
-            .is_some_and(|(old, _)| (old.width(), old.height()) != (info.width(), info.height()))
-        {
-            state.last = None;
-        }
         gst::debug!(
             CAT,
             imp = self,
@@ -405,17 +758,45 @@ impl BaseTransformImpl for Mask2Former {
             info.height(),
             format
         );
+        // A last result of another size is not reused (`Engine::last_for`).
         state.video = Some((info, format));
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::FlushStop(_) = event.view()
-            && let Some(state) = lock(&self.state).as_mut()
-        {
-            gst::debug!(CAT, imp = self, "flush: frame count reset");
-            state.frames = 0;
-            state.last = None;
+        let worker_tx = lock(&self.state)
+            .as_ref()
+            .and_then(|s| s.worker.as_ref().map(|w| (w.tx.clone(), w.shared.clone())));
+        match event.view() {
+            gst::EventView::FlushStart(_) => {}
+            gst::EventView::FlushStop(_) => {
+                if let Some((tx, shared)) = &worker_tx {
+                    self.drain(tx);
+                    let _ = tx.send(Job::Reset);
+                    *lock(&shared.flow) = None;
+                }
+                if let Some(state) = lock(&self.state).as_mut() {
+                    gst::debug!(CAT, imp = self, "flush: frame count reset");
+                    state.frames = 0;
+                    if let Some(engine) = state.engine.as_mut() {
+                        engine.reset();
+                    }
+                }
+            }
+            gst::EventView::Eos(_) => {
+                if let Some((tx, _)) = &worker_tx {
+                    self.drain(tx);
+                }
+                self.post_summary();
+            }
+            // Serialized events (caps, segment, gap, ...) must follow the frames queued
+            // before them.
+            _ if event.is_serialized() => {
+                if let Some((tx, _)) = &worker_tx {
+                    self.drain(tx);
+                }
+            }
+            _ => {}
         }
         self.parent_sink_event(event)
     }
@@ -427,7 +808,7 @@ impl BaseTransformImpl for Mask2Former {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before the element started"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        let Some((info, format)) = state.video.clone() else {
+        let Some(video) = state.video.clone() else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -440,94 +821,91 @@ impl BaseTransformImpl for Mask2Former {
         }
         let frame_no = state.frames;
         state.frames += 1;
-
+        self.counters.frames.fetch_add(1, Ordering::Relaxed);
         let due = frame_no % u64::from(settings.interval.max(1)) == 0;
-        let (seg, timings, stale) = match (&state.last, due) {
-            (Some((seg, t)), false) => (seg.clone(), *t, true),
-            _ => {
-                // Apply the (possibly changed) thresholds, falling back to the card's.
-                let defaults = state.segmenter.card().defaults.clone();
-                let p = state.segmenter.params_mut();
-                p.task = settings.task.task().unwrap_or(defaults.task);
-                p.score_threshold = settings.score_threshold.unwrap_or(defaults.score_threshold);
-                p.overlap_threshold = settings.overlap_threshold.unwrap_or(defaults.overlap_threshold);
-                p.mask_threshold = settings.mask_threshold.unwrap_or(defaults.mask_threshold);
 
-                let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ("cannot map frame {frame_no} for reading")
-                    );
-                    gst::FlowError::Error
-                })?;
-                let mut planes: [&[u8]; 3] = [&[], &[], &[]];
-                let mut strides = [0usize; 3];
-                for p in 0..format.num_planes() {
-                    planes[p] = vframe.plane_data(p as u32).map_err(|e| {
-                        gst::element_imp_error!(self, gst::StreamError::Failed, ("frame {frame_no}: plane {p}: {e}"));
-                        gst::FlowError::Error
-                    })?;
-                    strides[p] = vframe.plane_stride()[p].max(0) as usize;
-                }
-                let frame = Frame::new(format, info.width() as usize, info.height() as usize, planes, strides)
-                    .map_err(|e| {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ("frame {frame_no}: {e}"));
-                        gst::FlowError::Error
-                    })?;
-                let segmenter = &mut state.segmenter;
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(&frame)));
-                drop(vframe);
-                let (seg, timings) = match result {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Failed,
-                            ("segmentation of frame {frame_no} failed: {e}")
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                    Err(p) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Failed,
-                            ("segmentation of frame {frame_no} panicked: {}", panic_message(&p))
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                };
-                let seg = Arc::new(seg);
-                state.last = Some((seg.clone(), timings));
-                (seg, timings, false)
-            }
-        };
-        let meta_info = SegmentationInfo {
-            frame: frame_no,
-            model: state.model_name.clone(),
-            timings,
-            stale,
-        };
-        let labels = state.labels.clone();
-        drop(guard);
-
-        gst::trace!(
-            CAT,
-            imp = self,
-            "frame {frame_no}: {} segments{} ({:.1}/{:.1}/{:.1} ms)",
-            seg.segments.len(),
-            if stale { " (stale)" } else { "" },
-            timings.preprocess_ms,
-            timings.inference_ms,
-            timings.postprocess_ms
-        );
-        if settings.post_messages {
-            self.post_frame_message(buf, &seg, &meta_info);
+        if let Some(worker) = &state.worker {
+            let (tx, shared) = (worker.tx.clone(), worker.shared.clone());
+            drop(guard);
+            return self.submit_async(buf, frame_no, due, settings, video, &tx, &shared);
         }
-        SegmentationMeta::replace(buf, seg, labels, meta_info).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot attach SegmentationMeta: {e}"));
+
+        let Some(engine) = state.engine.as_mut() else {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("no inference engine"));
+            return Err(gst::FlowError::Error);
+        };
+        let (seg, timings, stale) = match (engine.last_for(video.0.width(), video.0.height()), due) {
+            (Some((seg, t)), false) => {
+                self.counters.stale.fetch_add(1, Ordering::Relaxed);
+                (seg, t, true)
+            }
+            _ => match engine.segment(&settings, buf, &video, frame_no) {
+                Ok((seg, t)) => {
+                    self.counters.inferred.fetch_add(1, Ordering::Relaxed);
+                    (seg, t, false)
+                }
+                Err(msg) => {
+                    self.post_error_message(msg);
+                    return Err(gst::FlowError::Error);
+                }
+            },
+        };
+        let stream = state.stream.clone();
+        drop(guard);
+        attach(&self.obj(), buf, &stream, seg, timings, frame_no, stale, settings.post_messages).map_err(|msg| {
+            self.post_error_message(msg);
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl Mask2Former {
+    /// mode=async: hand a copy of the frame (its memory is shared, not copied) to the
+    /// worker, which pushes it; the base class drops the original.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_async(
+        &self,
+        buf: &gst::BufferRef,
+        frame_no: u64,
+        due: bool,
+        settings: Settings,
+        video: (gst_video::VideoInfo, PixelFormat),
+        tx: &crossbeam_channel::Sender<Job>,
+        shared: &Shared,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if let Some(e) = *lock(&shared.flow) {
+            return Err(e);
+        }
+        let owned = buf.copy();
+        let size = (video.0.width(), video.0.height());
+        let pass = |buf, with_last| Job::Pass { buf, frame_no, post_messages: settings.post_messages, size, with_last };
+        let job = if !due {
+            pass(owned, true)
+        } else {
+            let mut busy = lock(&shared.busy);
+            if settings.overload == OverloadSetting::Wait {
+                while *busy && self.running.load(Ordering::SeqCst) {
+                    busy = shared
+                        .idle
+                        .wait_timeout(busy, std::time::Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+            if !*busy {
+                *busy = true;
+                Job::Infer { buf: owned, frame_no, settings: Box::new(settings.clone()), video }
+            } else {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                gst::log!(CAT, imp = self, "frame {frame_no}: worker busy, {:?}", settings.overload);
+                pass(owned, settings.overload != OverloadSetting::Skip)
+            }
+        };
+        if tx.send(job).is_err() {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("the inference thread is gone"));
+            return Err(gst::FlowError::Error);
+        }
+        Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
     }
 }

@@ -84,6 +84,41 @@ impl From<crate::segmentation::Task> for TaskSetting {
     }
 }
 
+/// The `mode` property: where inference runs.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamMode")]
+pub enum ModeSetting {
+    /// On the streaming thread: each frame waits for its own result.
+    #[default]
+    #[enum_value(name = "Sync: inference on the streaming thread", nick = "sync")]
+    Sync = 0,
+    /// On a worker thread; the `overload` policy applies while it is busy.
+    #[enum_value(
+        name = "Async: inference on a worker thread, frames pushed from it in order",
+        nick = "async"
+    )]
+    Async = 1,
+}
+
+/// The `overload` property: what `mode=async` does with a frame that arrives while the
+/// worker is busy with an earlier one.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamOverload")]
+pub enum OverloadSetting {
+    /// Pass the frame on with the last result, marked stale.
+    #[default]
+    #[enum_value(name = "Drop: pass the frame on with the last result, marked stale", nick = "drop")]
+    Drop = 0,
+    /// Pass the frame on without a SegmentationMeta.
+    #[enum_value(name = "Skip: pass the frame on without a result", nick = "skip")]
+    Skip = 1,
+    /// Block the streaming thread until the worker is free (back-pressure, as sync).
+    #[enum_value(name = "Wait: block upstream until the worker is free", nick = "wait")]
+    Wait = 2,
+}
+
 /// The `backend` property (names and meaning: [`BackendKind`]).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
@@ -134,6 +169,14 @@ pub enum DeviceSetting {
     #[enum_value(name = "CUDA device, no fallback: an error if the runtime lacks it", nick = "cuda")]
     Cuda = 2,
 }
+
+/// Name of the element message `mask2former` posts at end of stream (and that its `stats`
+/// property holds at any time): `frames`, `inferred`, `stale`, `dropped`, `skipped` (all
+/// `u64`). `stale`: frames that carried an earlier frame's result (`interval` > 1 or
+/// `overload=drop`); `dropped`: frames whose inference was dropped because the worker was
+/// busy (`overload=drop` or `skip`); `skipped`: frames passed on without a result
+/// (`overload=skip`).
+pub const SUMMARY_MESSAGE: &str = "segstream-summary";
 
 impl From<DeviceSetting> for Device {
     fn from(d: DeviceSetting) -> Self {

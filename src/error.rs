@@ -29,6 +29,10 @@ pub enum Error {
     EngineMismatch { path: PathBuf, reason: String },
     #[error("this segstream was built without the `{feature}` cargo feature: {what} (rebuild with `cargo build --release --features {feature}`)")]
     FeatureDisabled { feature: &'static str, what: String },
+    #[error("CUDA is not available: {0}")]
+    CudaUnavailable(String),
+    #[error("CUDA: {0}")]
+    Cuda(String),
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("invalid frame: {0}")]

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cuda;
 pub mod elements;
 pub mod error;
 pub mod eval;

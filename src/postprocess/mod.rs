@@ -4,11 +4,11 @@
 //! reference implementations (detectron2's `semantic_inference` / `instance_inference` /
 //! `panoptic_inference`, transformers' `post_process_*_segmentation`).
 
-mod common;
+pub(crate) mod common;
 pub mod instance;
 pub mod panoptic;
 pub mod semantic;
-mod tiles;
+pub(crate) mod tiles;
 pub mod upsample;
 
 use crate::backend::ImageLogits;

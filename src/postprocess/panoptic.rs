@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::common::{as_py, check_masks_finite, class_probs, segments_from_stats, sigmoid, validate, SegmentMeta};
-use super::tiles::{finish, Engine, Mode, PASS};
+use super::tiles::{finish, Counts, Engine, Mode, PASS};
 use super::upsample::{resize_plane, Taps};
 use crate::backend::ImageLogits;
 use crate::model::Label;
@@ -52,18 +52,17 @@ pub const TRANSFORMERS_SIZE: usize = 384;
 
 /// A kept query: index, label, score.
 #[derive(Debug, Clone, Copy)]
-struct Kept {
-    q: usize,
-    label: usize,
-    score: f32,
+pub(crate) struct Kept {
+    pub q: usize,
+    pub label: usize,
+    pub score: f32,
 }
 
-pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, params: &Params) -> Result<Segmentation> {
-    validate(logits, labels, geom)?;
-    let k1 = logits.num_classes_plus_one;
+/// Step 1: the kept queries, in query order, from the class probabilities `[Q, K+1]`.
+/// Shared with the CUDA path (`crate::cuda`), which runs it on the host.
+pub(crate) fn kept_queries(probs: &[f32], num_queries: usize, k1: usize, score_threshold: f32) -> Vec<Kept> {
     let no_object = k1 - 1;
-    let probs = class_probs(logits);
-    let kept: Vec<Kept> = (0..logits.num_queries)
+    (0..num_queries)
         .filter_map(|q| {
             let row = &probs[q * k1..(q + 1) * k1];
             let (mut label, mut score) = (0, row[0]);
@@ -73,9 +72,50 @@ pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, par
                     label = c;
                 }
             }
-            (label != no_object && score > params.score_threshold).then_some(Kept { q, label, score })
+            (label != no_object && score > score_threshold).then_some(Kept { q, label, score })
         })
-        .collect();
+        .collect()
+}
+
+/// Steps 4–5: which kept queries become segments, from their pixel counts. Returns the
+/// id of each kept query (`0` = dropped) and the segments' metadata in id order. Shared
+/// with the CUDA path, whose kernels produce the same counts.
+pub(crate) fn decide_segments(kept: &[Kept], counts: &Counts, labels: &[Label], semantics: Semantics, params: &Params) -> (Vec<u32>, Vec<SegmentMeta>) {
+    // Decide the segments in query order.
+    let overlap = as_py(params.overlap_threshold);
+    let mut lut = vec![0u32; kept.len()];
+    let mut metas: Vec<SegmentMeta> = Vec::new();
+    let mut stuff: HashMap<usize, usize> = HashMap::new(); // label → index in metas
+    let mut next_id = 0u32;
+    for (i, k) in kept.iter().enumerate() {
+        let (won, passed, won_passed) = (counts.won[i], counts.passed[i], counts.won_passed[i]);
+        let ok = match semantics {
+            Semantics::Transformers => won > 0 && passed > 0 && (won as f32 / passed as f32) as f64 > overlap,
+            Semantics::Detectron2 => won > 0 && passed > 0 && won_passed > 0 && (won as f64 / passed as f64) >= overlap,
+        };
+        if !ok {
+            continue;
+        }
+        let merge = params.merge_stuff && !labels[k.label].isthing;
+        if merge && let Some(&m) = stuff.get(&k.label) {
+            lut[i] = metas[m].id;
+            continue;
+        }
+        next_id += 1;
+        lut[i] = next_id;
+        if merge {
+            stuff.insert(k.label, metas.len());
+        }
+        metas.push(SegmentMeta { id: next_id, label_id: k.label as u32, score: k.score });
+    }
+    (lut, metas)
+}
+
+pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, params: &Params) -> Result<Segmentation> {
+    validate(logits, labels, geom)?;
+    let k1 = logits.num_classes_plus_one;
+    let probs = class_probs(logits);
+    let kept = kept_queries(&probs, logits.num_queries, k1, params.score_threshold);
     check_masks_finite(logits, kept.iter().map(|k| k.q))?;
 
     let (fh, fw) = (geom.frame_height, geom.frame_width);
@@ -127,35 +167,7 @@ pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, par
         }
     };
 
-    let counts = &found.counts;
-    // Decide the segments in query order.
-    let overlap = as_py(params.overlap_threshold);
-    let mut lut = vec![0u32; kept.len()];
-    let mut metas: Vec<SegmentMeta> = Vec::new();
-    let mut stuff: HashMap<usize, usize> = HashMap::new(); // label → index in metas
-    let mut next_id = 0u32;
-    for (i, k) in kept.iter().enumerate() {
-        let (won, passed, won_passed) = (counts.won[i], counts.passed[i], counts.won_passed[i]);
-        let ok = match geom.semantics {
-            Semantics::Transformers => won > 0 && passed > 0 && (won as f32 / passed as f32) as f64 > overlap,
-            Semantics::Detectron2 => won > 0 && passed > 0 && won_passed > 0 && (won as f64 / passed as f64) >= overlap,
-        };
-        if !ok {
-            continue;
-        }
-        let merge = params.merge_stuff && !labels[k.label].isthing;
-        if merge && let Some(&m) = stuff.get(&k.label) {
-            lut[i] = metas[m].id;
-            continue;
-        }
-        next_id += 1;
-        lut[i] = next_id;
-        if merge {
-            stuff.insert(k.label, metas.len());
-        }
-        metas.push(SegmentMeta { id: next_id, label_id: k.label as u32, score: k.score });
-    }
-
+    let (lut, metas) = decide_segments(&kept, &found.counts, labels, geom.semantics, params);
     let whole_winner = geom.semantics == Semantics::Transformers;
     let max_id = metas.iter().map(|m| m.id).max().unwrap_or(0);
     let stats = finish(&found, &mut ids, fw, max_id, |v| {

@@ -84,7 +84,7 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Counts { won: vec![0; n], passed: vec![0; n], won_passed: vec![0; n] }
     }
     fn add(&mut self, o: &Counts) {

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One-shot GPU check on an NVIDIA machine (H100/H200, driver + CUDA 13 runtime libraries,
+# no Rust needed), from the folder scripts/gpu-pack.sh assembled:
+#
+#   bash .gpu/gpu-check.sh            # from the repository root (device tool: carry ".gpu")
+#
+# 1. finds libnvrtc (CUDA toolkit, or the nvidia/cu13/lib folder of a PyTorch venv's
+#    site-packages) and puts it on LD_LIBRARY_PATH (libcuda comes with the driver);
+# 2. runs the CPU↔GPU equivalence tests (tests/cuda.rs) with --ignored: here a missing
+#    device is a failure;
+# 3. runs the stage benchmark (1920×1080 NV12, Q=100, K=133, CUDA events, median of 200
+#    runs after 20 warm-up runs);
+# 4. if Python with torch + transformers is there, times transformers'
+#    post_process_panoptic_segmentation on the same GPU for the ≥ 20× comparison;
+# 5. prints a short summary. Logs go to $OUT (or .gpu/out when OUT is unset).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+LOGS=${OUT:-$HERE/out}
+mkdir -p "$LOGS"
+TIMEOUT=${GPU_CHECK_TIMEOUT:-240}
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$LOGS/device.txt" || true
+
+# NVRTC: a toolkit first, then any Python's site-packages (PyTorch's nvidia-* wheels).
+nvrtc_dir=""
+for d in ${CUDA_HOME:+$CUDA_HOME/lib64} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  if ls "$d"/libnvrtc.so* >/dev/null 2>&1; then nvrtc_dir=$d; break; fi
+done
+if [ -z "$nvrtc_dir" ]; then
+  for py in python3 /opt/*/bin/python3 /usr/local/bin/python3 "$HOME"/.venv/bin/python3 /venv/bin/python3 /opt/venv/bin/python3; do
+    command -v "$py" >/dev/null 2>&1 || [ -x "$py" ] || continue
+    nvrtc_dir=$("$py" - <<'PY' 2>/dev/null
+import glob, os, site, sys
+roots = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
+for pattern in ("nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib", "nvidia/cu12/lib"):
+    for r in roots:
+        d = os.path.join(r, pattern)
+        if glob.glob(os.path.join(d, "libnvrtc.so*")):
+            print(d); raise SystemExit
+PY
+)
+    [ -n "$nvrtc_dir" ] && break
+  done
+fi
+if [ -z "$nvrtc_dir" ]; then
+  nvrtc_dir=$(dirname "$(find / -name 'libnvrtc.so.1[23]*' -not -path '*/proc/*' 2>/dev/null | head -n1)" 2>/dev/null || true)
+fi
+echo "== NVRTC: ${nvrtc_dir:-not found}"
+[ -n "$nvrtc_dir" ] && export LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cudarc looks for libnvrtc.so.13 / .12; add the plain name too when only a versioned file exists.
+if [ -n "$nvrtc_dir" ] && ! ls "$nvrtc_dir"/libnvrtc.so.1[23] >/dev/null 2>&1; then
+  f=$(ls "$nvrtc_dir"/libnvrtc.so.* | head -n1); mkdir -p "$LOGS/lib"; ln -sf "$f" "$LOGS/lib/libnvrtc.so.13"
+  export LD_LIBRARY_PATH="$LOGS/lib:$LD_LIBRARY_PATH"
+fi
+
+# Libraries gpu-pack.sh copied (GLib / GStreamer when linked), after the system's.
+[ -d "$HERE/lib" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$HERE/lib"
+
+status=0
+echo "== equivalence tests (tests/cuda.rs --ignored)"
+timeout "$TIMEOUT" "$HERE/bin/cuda-tests" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOGS/tests.log"
+t_rc=${PIPESTATUS[0]}; [ "$t_rc" -ne 0 ] && status=1
+
+echo "== stage benchmark"
+timeout "$TIMEOUT" "$HERE/bin/cuda-bench" --runs 200 --warmup 20 2>&1 | tee "$LOGS/bench.txt"
+b_rc=${PIPESTATUS[0]}; [ "$b_rc" -ne 0 ] && status=1
+
+echo "== transformers baseline (optional)"
+tf_ms=""
+for py in python3 /opt/*/bin/python3 /venv/bin/python3 /opt/venv/bin/python3; do
+  command -v "$py" >/dev/null 2>&1 || [ -x "$py" ] || continue
+  if "$py" -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/dev/null; then
+    timeout 180 "$py" "$HERE/transformers_baseline.py" 2>&1 | tee "$LOGS/transformers.txt"
+    tf_ms=$(grep -oP 'median_ms=\K[0-9.]+' "$LOGS/transformers.txt" | tail -n1)
+    break
+  fi
+done
+[ -z "$tf_ms" ] && echo "(no Python with torch + transformers + CUDA: skipped)"
+
+echo
+echo "== summary"
+grep -E '^test .* \.\.\. ' "$LOGS/tests.log" | sed 's/^/  /'
+grep -E '^test result:' "$LOGS/tests.log" | sed 's/^/  /'
+sed -n '1,20p' "$LOGS/bench.txt" | sed 's/^/  /'
+ours=$(grep -E '^panoptic .* cuda ' "$LOGS/bench.txt" | awk '{for (i=1;i<=NF;i++) if ($i=="cuda") {print $(i+1); exit}}')
+if [ -n "$tf_ms" ] && [ -n "$ours" ]; then
+  python3 -c "o=$ours; t=$tf_ms; print(f'  transformers post_process_panoptic_segmentation: {t:.3f} ms; segstream panoptic: {o:.4f} ms; speed-up {t/o:.1f}x (target >= 20x)')"
+fi
+echo "  tests rc=$t_rc bench rc=$b_rc; logs in $LOGS"
+exit $status

@@ -236,6 +236,7 @@ fn mask2former_property_defaults_and_roundtrip() {
     assert_eq!(e.property_value("backend").serialize().unwrap().as_str(), "onnxruntime");
     assert_eq!(e.property_value("device").serialize().unwrap().as_str(), "auto");
     assert_eq!(e.property_value("task").serialize().unwrap().as_str(), "default");
+    assert_eq!(e.property_value("semantics").serialize().unwrap().as_str(), "detectron2");
     assert_eq!(e.property::<f32>("score-threshold"), 0.8);
     assert_eq!(e.property::<f32>("overlap-threshold"), 0.8);
     assert_eq!(e.property::<f32>("mask-threshold"), 0.5);
@@ -253,6 +254,7 @@ fn mask2former_property_defaults_and_roundtrip() {
     e.set_property("model", "/models/x.onnx");
     e.set_property_from_str("device", "cpu");
     e.set_property_from_str("task", "instance");
+    e.set_property_from_str("semantics", "transformers");
     e.set_property("score-threshold", 0.25f32);
     e.set_property("overlap-threshold", 0.5f32);
     e.set_property("mask-threshold", 0.4f32);
@@ -262,6 +264,7 @@ fn mask2former_property_defaults_and_roundtrip() {
     assert_eq!(e.property::<Option<String>>("model").as_deref(), Some("/models/x.onnx"));
     assert_eq!(e.property_value("device").serialize().unwrap().as_str(), "cpu");
     assert_eq!(e.property_value("task").serialize().unwrap().as_str(), "instance");
+    assert_eq!(e.property_value("semantics").serialize().unwrap().as_str(), "transformers");
     assert_eq!(e.property::<f32>("score-threshold"), 0.25);
     assert_eq!(e.property::<f32>("overlap-threshold"), 0.5);
     assert_eq!(e.property::<f32>("mask-threshold"), 0.4);

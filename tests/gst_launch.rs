@@ -167,6 +167,7 @@ fn inspect_lists_the_three_elements_and_their_properties() {
                 "backend",
                 "device",
                 "task",
+                "semantics",
                 "score-threshold",
                 "overlap-threshold",
                 "mask-threshold",

@@ -12,7 +12,7 @@ use gstreamer as gst;
 use gstreamer_base as gst_base;
 use gstreamer_video as gst_video;
 
-use super::{BackendSetting, DeviceSetting, ModeSetting, OverloadSetting, TaskSetting};
+use super::{BackendSetting, DeviceSetting, ModeSetting, OverloadSetting, SemanticsSetting, TaskSetting};
 use crate::elements::meta::{SegmentationInfo, SegmentationMeta};
 use crate::elements::{lock, panic_message};
 use crate::frame::{Frame, PixelFormat};
@@ -48,6 +48,7 @@ struct Settings {
     backend: BackendSetting,
     device: DeviceSetting,
     task: TaskSetting,
+    semantics: SemanticsSetting,
     /// `None`: not set by the user, the model card's value applies.
     score_threshold: Option<f32>,
     overlap_threshold: Option<f32>,
@@ -69,6 +70,7 @@ impl Default for Settings {
             backend: BackendSetting::default(),
             device: DeviceSetting::default(),
             task: TaskSetting::default(),
+            semantics: SemanticsSetting::default(),
             score_threshold: None,
             overlap_threshold: None,
             mask_threshold: None,
@@ -116,6 +118,7 @@ impl Engine {
         p.score_threshold = settings.score_threshold.unwrap_or(defaults.score_threshold);
         p.overlap_threshold = settings.overlap_threshold.unwrap_or(defaults.overlap_threshold);
         p.mask_threshold = settings.mask_threshold.unwrap_or(defaults.mask_threshold);
+        self.segmenter.set_semantics(settings.semantics.into());
 
         let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
             gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"))
@@ -490,6 +493,11 @@ impl ObjectImpl for Mask2Former {
                     .blurb("Segmentation task; `default` uses the model card's default task. Can change while playing.")
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("semantics", SemanticsSetting::default())
+                    .nick("Semantics")
+                    .blurb("Post-processing semantics: detectron2 (crop the padding, then resize; the default) or transformers (reproduce post_process_*_segmentation exactly). Can change while playing.")
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecFloat::builder("score-threshold")
                     .nick("Score threshold")
                     .blurb("Panoptic/instance: minimum class score of a kept segment (default: the model card's value, 0.8 unless the card says otherwise)")
@@ -595,6 +603,7 @@ impl ObjectImpl for Mask2Former {
             "backend" => s.backend = value.get().unwrap_or_default(),
             "device" => s.device = value.get().unwrap_or_default(),
             "task" => s.task = value.get().unwrap_or_default(),
+            "semantics" => s.semantics = value.get().unwrap_or_default(),
             "score-threshold" => s.score_threshold = value.get().ok(),
             "overlap-threshold" => s.overlap_threshold = value.get().ok(),
             "mask-threshold" => s.mask_threshold = value.get().ok(),
@@ -618,6 +627,7 @@ impl ObjectImpl for Mask2Former {
             "backend" => s.backend.to_value(),
             "device" => s.device.to_value(),
             "task" => s.task.to_value(),
+            "semantics" => s.semantics.to_value(),
             "score-threshold" => s
                 .score_threshold
                 .or_else(|| self.card_defaults().map(|d| d.score_threshold))

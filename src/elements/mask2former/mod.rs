@@ -61,6 +61,34 @@ pub enum TaskSetting {
     Semantic = 3,
 }
 
+/// The `semantics` property: whose post-processing to reproduce (see
+/// [`crate::postprocess::Semantics`]).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamSemantics")]
+pub enum SemanticsSetting {
+    #[default]
+    #[enum_value(
+        name = "detectron2: crop the padding, then resize the masks to the frame",
+        nick = "detectron2"
+    )]
+    Detectron2 = 0,
+    #[enum_value(
+        name = "transformers: post_process_*_segmentation exactly (masks through a 384x384 square)",
+        nick = "transformers"
+    )]
+    Transformers = 1,
+}
+
+impl From<SemanticsSetting> for crate::postprocess::Semantics {
+    fn from(s: SemanticsSetting) -> Self {
+        match s {
+            SemanticsSetting::Detectron2 => crate::postprocess::Semantics::Detectron2,
+            SemanticsSetting::Transformers => crate::postprocess::Semantics::Transformers,
+        }
+    }
+}
+
 impl TaskSetting {
     pub fn task(self) -> Option<crate::segmentation::Task> {
         use crate::segmentation::Task;

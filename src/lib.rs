@@ -6,6 +6,7 @@
 //! tied together by [`segmenter::Segmenter`].
 
 pub mod backend;
+pub mod batching;
 pub mod bench;
 pub mod cuda;
 pub mod elements;

@@ -172,6 +172,29 @@ impl Segmenter {
     pub fn backend_name(&self) -> &str {
         self.backend.name()
     }
+    /// Put `backend` in place of the current one and return the old one. The new backend
+    /// must take the same input size and give the same outputs (the card was checked
+    /// against them). [`crate::batching::join`] uses this to route inference to a shared
+    /// batching engine while preprocess and postprocess stay here, per stream.
+    pub fn replace_backend(&mut self, backend: Box<dyn Backend>) -> Result<Box<dyn Backend>> {
+        if backend.input_size() != self.backend.input_size() || backend.output_dims() != self.backend.output_dims() {
+            return Err(crate::Error::CardMismatch(format!(
+                "backend {} takes {:?} and outputs {:?}, the model in use {:?} and {:?}",
+                backend.name(),
+                backend.input_size(),
+                backend.output_dims(),
+                self.backend.input_size(),
+                self.backend.output_dims()
+            )));
+        }
+        Ok(std::mem::replace(&mut self.backend, backend))
+    }
+
+    /// Input size and output dims of the backend: `((H, W), (Q, K+1))`.
+    pub fn backend_dims(&self) -> ((usize, usize), (usize, usize)) {
+        (self.backend.input_size(), self.backend.output_dims())
+    }
+
     pub fn params(&self) -> &Params {
         &self.params
     }

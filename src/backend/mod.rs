@@ -118,6 +118,41 @@ mod tests {
     }
 }
 
+impl Logits {
+    /// Images `start..start + len` of the batch as a batch of their own.
+    pub fn slice(&self, start: usize, len: usize) -> Result<Logits> {
+        if len == 0 || start.checked_add(len).is_none_or(|end| end > self.batch) {
+            return Err(Error::ModelContract(format!("images {start}..+{len} out of a batch of {}", self.batch)));
+        }
+        // Checks the buffer lengths against the dimensions.
+        self.image(start)?;
+        let c = self.num_queries * self.num_classes_plus_one;
+        let m = self.num_queries * self.mask_height * self.mask_width;
+        Ok(Logits {
+            batch: len,
+            class_logits: self.class_logits[start * c..(start + len) * c].to_vec(),
+            mask_logits: self.mask_logits[start * m..(start + len) * m].to_vec(),
+            ..*self
+        })
+    }
+
+    /// Append the images of `other` (same Q, K+1 and mask size) to this batch.
+    pub fn append(&mut self, other: Logits) -> Result<()> {
+        let dims = |l: &Logits| (l.num_queries, l.num_classes_plus_one, l.mask_height, l.mask_width);
+        if dims(self) != dims(&other) {
+            return Err(Error::ModelContract(format!(
+                "batch parts disagree: Q, K+1, h, w {:?} vs {:?}",
+                dims(self),
+                dims(&other)
+            )));
+        }
+        self.batch += other.batch;
+        self.class_logits.extend_from_slice(&other.class_logits);
+        self.mask_logits.extend_from_slice(&other.mask_logits);
+        Ok(())
+    }
+}
+
 impl<'a> ImageLogits<'a> {
     /// Class logits of query `q` (`K+1` values).
     pub fn class_row(&self, q: usize) -> &'a [f32] {
@@ -141,4 +176,10 @@ pub trait Backend: Send {
     fn output_dims(&self) -> (usize, usize);
     /// Run the network. `input.shape[1..]` must be `[3, H, W]` of [`Backend::input_size`].
     fn infer(&mut self, input: &InputTensor) -> Result<Logits>;
+    /// Largest batch `N` one [`Backend::infer`] call takes. The default, 1, is safe for
+    /// any backend: the shared batching engine ([`crate::batching`]) then runs a batch
+    /// image by image. ONNX Runtime overrides it for models with a dynamic batch dimension.
+    fn max_batch(&self) -> usize {
+        1
+    }
 }

@@ -299,6 +299,14 @@ impl Backend for OrtBackend {
     fn output_dims(&self) -> (usize, usize) {
         (self.queries, self.classes_plus_one)
     }
+    /// A model with a dynamic batch dimension runs any batch in one call; a model
+    /// exported with a fixed batch (`engines/export.py --batch 1`) runs one image a call.
+    fn max_batch(&self) -> usize {
+        match self.fixed_batch {
+            None => usize::MAX,
+            Some(_) => 1,
+        }
+    }
 
     fn infer(&mut self, input: &InputTensor) -> Result<Logits> {
         let [n, c, h, w] = input.shape;

@@ -38,6 +38,10 @@ const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_TRACK: bool = false;
 const DEFAULT_TRACK_MAX_AGE: u32 = 30;
 const DEFAULT_TRACK_IOU: f32 = 0.3;
+const DEFAULT_BATCH_SIZE: u32 = 4;
+/// 10 ms, in nanoseconds (GStreamer's unit of time).
+const DEFAULT_BATCH_TIMEOUT: u64 = 10_000_000;
+const MAX_BATCH_TIMEOUT: u64 = 10_000_000_000;
 /// Frames that may wait in async mode behind the one being inferred (in `drop`/`skip`
 /// mode they are pushed as soon as that inference ends). When full, upstream blocks.
 const ASYNC_QUEUE: usize = 64;
@@ -61,6 +65,11 @@ struct Settings {
     track: bool,
     track_max_age: u32,
     track_iou: f32,
+    /// Shared batching engine to join (`None`: this element runs its own model).
+    engine_name: Option<String>,
+    batch_size: u32,
+    /// Nanoseconds.
+    batch_timeout: u64,
 }
 
 impl Default for Settings {
@@ -82,6 +91,9 @@ impl Default for Settings {
             track: DEFAULT_TRACK,
             track_max_age: DEFAULT_TRACK_MAX_AGE,
             track_iou: DEFAULT_TRACK_IOU,
+            engine_name: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT,
         }
     }
 }
@@ -256,6 +268,9 @@ struct State {
     video: Option<(gst_video::VideoInfo, PixelFormat)>,
     /// Frames seen since start or the last flush.
     frames: u64,
+    /// The segmenter's own backend while it infers through a shared batching engine
+    /// (`engine-name`); put back on stop. `None` when it gave its backend to the engine.
+    own_backend: Option<Box<dyn crate::backend::Backend>>,
 }
 
 #[derive(Default)]
@@ -391,6 +406,22 @@ fn attach(
     SegmentationMeta::replace(buf, seg, stream.labels.clone(), info)
         .map(|_| ())
         .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("cannot attach SegmentationMeta: {e}")))
+}
+
+/// The `engine-stats` property.
+fn engine_stats(name: Option<&str>) -> gst::Structure {
+    let mut b = gst::Structure::builder("engine-stats");
+    if let Some(s) = name.and_then(crate::batching::stats) {
+        b = b
+            .field("requests", s.requests)
+            .field("images", s.images)
+            .field("batches", s.batches)
+            .field("backend-calls", s.backend_calls)
+            .field("multi-image-batches", s.multi_image_batches)
+            .field("max-batch", s.max_batch as u64)
+            .field("members", s.members as u64);
+    }
+    b.build()
 }
 
 /// The async worker: runs the jobs in order, pushes every frame downstream itself, and
@@ -576,6 +607,32 @@ impl ObjectImpl for Mask2Former {
                     .default_value(DEFAULT_TRACK_IOU)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("engine-name")
+                    .nick("Engine name")
+                    .blurb("Share one batching inference engine with every mask2former of this process that has the same engine-name (and the same model, backend, batch-size and batch-timeout; a mismatch is an error at start). Frames of all these streams are inferred in batches of up to batch-size; each stream keeps its own preprocess, thresholds, postprocess and tracking. Empty: this element runs its own model.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("With engine-name: most frames (from all the engine's streams) inferred in one network call")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("With engine-name: nanoseconds the first frame of a batch waits for frames of other streams before the batch runs incomplete (0: run what is already waiting)")
+                    .minimum(0)
+                    .maximum(MAX_BATCH_TIMEOUT)
+                    .default_value(DEFAULT_BATCH_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("engine-stats")
+                    .nick("Engine statistics")
+                    .blurb("Counters of the shared batching engine (engine-name) since it was created: requests, images, batches, backend-calls, multi-image-batches, max-batch, members; empty when there is none")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Counters since start, as the `segstream-summary` message posted at end of stream: frames, inferred, stale (an earlier result reused), dropped (inference dropped, worker busy), skipped (passed on without a result)")
@@ -615,6 +672,12 @@ impl ObjectImpl for Mask2Former {
             "track" => s.track = value.get().unwrap_or(DEFAULT_TRACK),
             "track-max-age" => s.track_max_age = value.get().unwrap_or(DEFAULT_TRACK_MAX_AGE),
             "track-iou-threshold" => s.track_iou = value.get().unwrap_or(DEFAULT_TRACK_IOU),
+            "engine-name" => {
+                let v: Option<String> = value.get().unwrap_or(None);
+                s.engine_name = v.filter(|n| !n.is_empty());
+            }
+            "batch-size" => s.batch_size = value.get::<u32>().unwrap_or(DEFAULT_BATCH_SIZE).max(1),
+            "batch-timeout" => s.batch_timeout = value.get().unwrap_or(DEFAULT_BATCH_TIMEOUT),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
@@ -651,6 +714,10 @@ impl ObjectImpl for Mask2Former {
             "track" => s.track.to_value(),
             "track-max-age" => s.track_max_age.to_value(),
             "track-iou-threshold" => s.track_iou.to_value(),
+            "engine-name" => s.engine_name.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout.to_value(),
+            "engine-stats" => engine_stats(s.engine_name.as_deref()).to_value(),
             "stats" => self.counters.structure("stats").to_value(),
             _ => pspec.default_value().clone(),
         }
@@ -693,7 +760,38 @@ impl BaseTransformImpl for Mask2Former {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let (segmenter, injected) = self.open_segmenter(&settings)?;
+        let (mut segmenter, injected) = self.open_segmenter(&settings)?;
+        let own_backend = match settings.engine_name.as_deref() {
+            None => None,
+            Some(name) => {
+                let cfg = crate::batching::BatchConfig {
+                    batch_size: settings.batch_size.max(1) as usize,
+                    timeout: std::time::Duration::from_nanos(settings.batch_timeout),
+                };
+                match crate::batching::join(&mut segmenter, name, cfg) {
+                    Ok(own) => {
+                        gst::info!(
+                            CAT,
+                            imp = self,
+                            "{} batching engine {name:?} (batch-size {}, batch-timeout {:?})",
+                            if own.is_some() { "joined" } else { "created" },
+                            cfg.batch_size,
+                            cfg.timeout
+                        );
+                        own
+                    }
+                    Err(e) => {
+                        if injected {
+                            *lock(&self.injected) = Some(segmenter);
+                        }
+                        return Err(gst::error_msg!(
+                            gst::ResourceError::Settings,
+                            ("cannot join batching engine {name:?}: {e}")
+                        ));
+                    }
+                }
+            }
+        };
         let card = segmenter.card();
         let stream = Arc::new(StreamInfo { labels: card.labels.clone().into(), model_name: card.name.clone() });
         gst::info!(
@@ -721,7 +819,7 @@ impl BaseTransformImpl for Mask2Former {
             }
         };
         self.running.store(true, Ordering::SeqCst);
-        *lock(&self.state) = Some(State { engine, worker, injected, stream, video: None, frames: 0 });
+        *lock(&self.state) = Some(State { engine, worker, injected, stream, video: None, frames: 0, own_backend });
         Ok(())
     }
 
@@ -741,6 +839,13 @@ impl BaseTransformImpl for Mask2Former {
                     Ok(engine) => state.engine = Some(engine),
                     Err(p) => gst::error!(CAT, imp = self, "inference thread panicked: {}", panic_message(&p)),
                 }
+            }
+            // Leave the batching engine: the segmenter gets its own backend back (its
+            // engine member, dropped here, no longer keeps the engine alive).
+            if let (Some(own), Some(engine)) = (state.own_backend.take(), state.engine.as_mut())
+                && let Err(e) = engine.segmenter.replace_backend(own)
+            {
+                gst::warning!(CAT, imp = self, "cannot put the own backend back: {e}");
             }
             if state.injected
                 && let Some(engine) = state.engine

@@ -312,6 +312,13 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         if let Some(s) = segmenter.take() {
             built.mask2former.set_segmenter(s);
         }
+        {
+            let bar = bar.clone();
+            let name = item.source.display();
+            built.set_on_event(move |line| {
+                bar.suspend(|| eprintln!("segstream: warning: {name}: {line}"));
+            });
+        }
         let report = built.run(timeout, probe.total_frames(), |f| bar.set_position(f));
         bar.finish_and_clear();
         if args.async_overload.is_some() {
@@ -343,7 +350,8 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
                 }
             );
         }
-        for w in &report.warnings {
+        // Drop / reconnection lines were printed as they happened.
+        for w in report.warnings.iter().filter(|w| !w.contains("source dropped") && !w.contains("source reconnected")) {
             eprintln!(
                 "segstream: warning: {}: {}",
                 item.source.display(),
@@ -437,6 +445,12 @@ fn print_report(source: &Source, r: &RunReport) {
             format!(" -> {}", outputs.join(", "))
         }
     );
+    if r.drops > 0 {
+        println!(
+            "source dropped {} time(s), reconnected {} time(s)",
+            r.drops, r.reconnects
+        );
+    }
     if r.timings.is_empty() {
         return;
     }

@@ -6,6 +6,15 @@
 //!     tee ─ queue ─ segmetaenc ─ filesink                                  (JSON Lines)
 //! ```
 //!
+//! Live sources (`rtsp://` and other network URIs, cameras) reconnect when they drop: an
+//! error or end-of-stream from the decoder, or no frame for `--timeout`, tears down just
+//! `uridecodebin` (the rest of the pipeline keeps running), posts a bus warning naming the
+//! drop and the delay, and builds a new decoder after a back-off (0.5 s doubling to 8 s,
+//! back to 0.5 s once a frame has come through again). Timestamps: the new decoder joins
+//! the running pipeline (same clock and base time), so a live source's buffers keep the
+//! pipeline's running time and go on increasing; a buffer whose pts would not be after the
+//! last one passed on is dropped, so that the outputs' pts always increase.
+//!
 //! Outputs are written to `NAME.partial` beside their final name and renamed only when
 //! the input was processed to its end; a failed or interrupted run leaves the `.partial`
 //! files (finalized when possible, so that what was decoded is still playable).
@@ -324,6 +333,80 @@ pub struct SegPipeline {
     live: bool,
     /// Set when the decoder exposed a video pad.
     linked: Arc<AtomicBool>,
+    /// The URI the decoder opens (rebuilt from it on reconnection).
+    uri: String,
+    /// Live sources: state shared with the pad probe at the head of the pipeline.
+    live_state: Arc<LiveState>,
+    /// Called at once with each drop / reconnection line (also kept in the report).
+    on_event: Mutex<Option<Box<dyn FnMut(&str) + Send>>>,
+}
+
+/// Shared between the run loop and the probe on the head's sink pad.
+#[derive(Default)]
+struct LiveState {
+    /// The decoder ended its stream (EOS was held back at the head).
+    source_eos: AtomicBool,
+    /// The run is finishing: EOS passes the head.
+    finishing: AtomicBool,
+    /// Buffers dropped because their pts was not after the last one.
+    backwards: AtomicU64,
+}
+
+/// First delay before rebuilding a dropped live source.
+pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
+/// Longest delay between reconnection attempts.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(8);
+
+/// Make a `uridecodebin` for `uri` whose first video pad links to `head_sink`; any other
+/// pad goes to a fakesink.
+fn make_decoder(
+    uri: &str,
+    pipeline: &gst::Pipeline,
+    head_sink: gst::Pad,
+    linked: Arc<AtomicBool>,
+) -> Result<gst::Element> {
+    let decode = make("uridecodebin", Some("decode"))?;
+    decode.set_property("uri", uri);
+    let pipeline_weak = pipeline.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let is_video = pad
+            .current_caps()
+            .or_else(|| Some(pad.query_caps(None)))
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        if is_video && !linked.load(Ordering::SeqCst) && pad.link(&head_sink).is_ok() {
+            linked.store(true, Ordering::SeqCst);
+            return;
+        }
+        // Not (the first) video: swallow it so that it does not stop the pipeline.
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
+        if let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("async", false)
+            .property("sync", false)
+            .build()
+            && pipeline.add(&sink).is_ok()
+        {
+            let _ = sink.sync_state_with_parent();
+            if let Some(sp) = sink.static_pad("sink") {
+                let _ = pad.link(&sp);
+            }
+        }
+    });
+    Ok(decode)
+}
+
+/// Whether `obj` is `ancestor` or inside it.
+fn is_within(obj: &gst::Object, ancestor: &gst::Element) -> bool {
+    let mut cur = Some(obj.clone());
+    while let Some(o) = cur {
+        if o == *ancestor.upcast_ref::<gst::Object>() {
+            return true;
+        }
+        cur = o.parent();
+    }
+    false
 }
 
 fn make(factory: &str, name: Option<&str>) -> Result<gst::Element> {
@@ -388,8 +471,6 @@ pub fn build(
     let uri = source.uri()?;
     let live = source.is_live();
 
-    let decode = make("uridecodebin", Some("decode"))?;
-    decode.set_property("uri", &uri);
     let convert = make("videoconvert", Some("convert"))?;
     let head = if live {
         // Bounded latency: drop old frames instead of queueing without bound.
@@ -429,7 +510,7 @@ pub fn build(
     let tee = make("tee", Some("tee"))?;
 
     pipeline
-        .add_many([&decode, &convert, &m2f, &tee])
+        .add_many([&convert, &m2f, &tee])
         .context("cannot assemble the pipeline")?;
     if live {
         pipeline.add(&head)?;
@@ -472,35 +553,43 @@ pub fn build(
 
     // Link the decoder's first video pad; anything else goes to a fakesink.
     let linked = Arc::new(AtomicBool::new(false));
-    let pipeline_weak = pipeline.downgrade();
     let head_sink = head.static_pad("sink").context("head element has no sink pad")?;
-    let linked_cb = linked.clone();
-    decode.connect_pad_added(move |_, pad| {
-        let is_video = pad
-            .current_caps()
-            .or_else(|| Some(pad.query_caps(None)))
-            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-            .unwrap_or(false);
-        if is_video && !linked_cb.load(Ordering::SeqCst) && pad.link(&head_sink).is_ok() {
-            linked_cb.store(true, Ordering::SeqCst);
-            return;
-        }
-        // Not (the first) video: swallow it so that it does not stop the pipeline.
-        let Some(pipeline) = pipeline_weak.upgrade() else {
-            return;
-        };
-        if let Ok(sink) = gst::ElementFactory::make("fakesink")
-            .property("async", false)
-            .property("sync", false)
-            .build()
-            && pipeline.add(&sink).is_ok()
-        {
-            let _ = sink.sync_state_with_parent();
-            if let Some(sp) = sink.static_pad("sink") {
-                let _ = pad.link(&sp);
-            }
-        }
-    });
+    let decode = make_decoder(&uri, &pipeline, head_sink.clone(), linked.clone())?;
+    pipeline.add(&decode).context("cannot assemble the pipeline")?;
+
+    let live_state = Arc::new(LiveState::default());
+    if live {
+        // Hold back the decoder's EOS (a drop, handled by the run loop) unless finishing,
+        // and keep the pts strictly increasing across reconnections.
+        let state = live_state.clone();
+        // Last pts passed on, plus one (0: none yet).
+        let last_pts = AtomicU64::new(0);
+        head_sink.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(ev))
+                        if ev.type_() == gst::EventType::Eos && !state.finishing.load(Ordering::SeqCst) =>
+                    {
+                        state.source_eos.store(true, Ordering::SeqCst);
+                        return gst::PadProbeReturn::Drop;
+                    }
+                    Some(gst::PadProbeData::Buffer(buf)) => {
+                        if let Some(pts) = buf.pts() {
+                            let last = last_pts.load(Ordering::Relaxed);
+                            if last > 0 && pts.nseconds() < last {
+                                state.backwards.fetch_add(1, Ordering::Relaxed);
+                                return gst::PadProbeReturn::Drop;
+                            }
+                            last_pts.store(pts.nseconds() + 1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
 
     let frames = Arc::new(AtomicU64::new(0));
     let frames_cb = frames.clone();
@@ -519,6 +608,9 @@ pub fn build(
         outputs: outputs.clone(),
         live,
         linked,
+        uri,
+        live_state,
+        on_event: Mutex::new(None),
     })
 }
 
@@ -545,6 +637,9 @@ pub struct RunReport {
     /// Outputs that exist after the run (final or `.partial` names).
     pub written: Vec<PathBuf>,
     pub warnings: Vec<String>,
+    /// Live sources: times the source dropped, and times it came back.
+    pub drops: u32,
+    pub reconnects: u32,
 }
 
 impl RunReport {
@@ -627,8 +722,31 @@ impl SegPipeline {
         Ok(())
     }
 
+    /// Call `f` at once with each drop / reconnection line of a live source.
+    pub fn set_on_event(&self, f: impl FnMut(&str) + Send + 'static) {
+        *lock(&self.on_event) = Some(Box::new(f));
+    }
+
+    /// Post a warning on the bus (kept in the report) and tell `on_event`.
+    fn live_warning(&self, text: &str) {
+        let _ = self.pipeline.post_message(
+            gst::message::Warning::builder(gst::ResourceError::Read, text)
+                .src(&self.pipeline)
+                .build(),
+        );
+        if let Some(f) = lock(&self.on_event).as_mut() {
+            f(text);
+        }
+    }
+
+    /// The current decoder, if any.
+    fn decoder(&self) -> Option<gst::Element> {
+        self.pipeline.by_name("decode")
+    }
+
     /// Push EOS right after the decoder so that encoders and muxers finish their files.
     fn finish(&self) -> bool {
+        self.live_state.finishing.store(true, Ordering::SeqCst);
         self.head
             .static_pad("sink")
             .is_some_and(|p| p.send_event(gst::event::Eos::new()))
@@ -653,6 +771,13 @@ impl SegPipeline {
         let mut interrupted = false;
         let mut last_frames = 0u64;
         let mut last_change = Instant::now();
+        // Live reconnection: when to rebuild the decoder, the next delay, and the frame
+        // count when it was rebuilt (a frame beyond it means it is back).
+        let mut reconnect_at: Option<Instant> = None;
+        let mut down_since: Option<Instant> = None;
+        let mut frames_at_rebuild: Option<u64> = None;
+        let mut delay = RECONNECT_FIRST_DELAY;
+        let (mut drops, mut reconnects) = (0u32, 0u32);
 
         if let Err(e) = self.pipeline.set_state(gst::State::Playing) {
             // The reason is on the bus (e.g. the model failed to open in start()).
@@ -672,6 +797,8 @@ impl SegPipeline {
                 interrupted = true;
                 if eos_sent_at.is_none() {
                     // Sources get EOS (live sources stop cleanly), and the head too.
+                    self.live_state.finishing.store(true, Ordering::SeqCst);
+                    reconnect_at = None;
                     self.pipeline.send_event(gst::event::Eos::new());
                     self.finish();
                     eos_sent_at = Some(Instant::now());
@@ -682,11 +809,43 @@ impl SegPipeline {
             if frames != last_frames {
                 last_frames = frames;
                 last_change = Instant::now();
+                if let (Some(at), Some(down)) = (frames_at_rebuild, down_since)
+                    && frames > at
+                {
+                    reconnects += 1;
+                    self.live_warning(&format!(
+                        "source reconnected after {:.1} s (drop {drops})",
+                        down.elapsed().as_secs_f64()
+                    ));
+                    frames_at_rebuild = None;
+                    down_since = None;
+                    delay = RECONNECT_FIRST_DELAY;
+                }
+            }
+            // A live source that dropped (error, end of stream or stall): tear the decoder
+            // down now and rebuild it after `delay`.
+            let mut drop_reason: Option<String> = None;
+            if self.live && eos_sent_at.is_none() && self.live_state.source_eos.swap(false, Ordering::SeqCst) {
+                drop_reason = Some("end of stream".into());
             }
 
             if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
                 match msg.view() {
                     gst::MessageView::Eos(_) => break,
+                    gst::MessageView::Error(err)
+                        if self.live
+                            && eos_sent_at.is_none()
+                            && err
+                                .src()
+                                .zip(self.decoder())
+                                .is_some_and(|(src, dec)| is_within(src, &dec)) =>
+                    {
+                        drop_reason = Some(error_text(err));
+                    }
+                    gst::MessageView::Error(err) if self.live && eos_sent_at.is_none() && reconnect_at.is_some() => {
+                        // A late error of a decoder already torn down.
+                        let _ = err;
+                    }
                     gst::MessageView::Error(err) => {
                         if failure.is_none() {
                             failure = Some(error_text(err));
@@ -719,6 +878,56 @@ impl SegPipeline {
             }
 
             let now = Instant::now();
+            if self.live && eos_sent_at.is_none() && drop_reason.is_none() && reconnect_at.is_none() && last_frames > 0 && now.duration_since(last_change) > timeout {
+                drop_reason = Some(format!("no frame for {} s", timeout.as_secs_f64()));
+            }
+            if let Some(reason) = drop_reason {
+                if down_since.is_none() {
+                    drops += 1;
+                    down_since = Some(now);
+                }
+                if let Some(dec) = self.decoder() {
+                    let _ = dec.set_state(gst::State::Null);
+                    let _ = self.pipeline.remove(&dec);
+                }
+                self.live_warning(&format!(
+                    "source dropped ({reason}); reconnecting in {:.1} s",
+                    delay.as_secs_f64()
+                ));
+                reconnect_at = Some(now + delay);
+                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                frames_at_rebuild = None;
+            }
+            if let Some(at) = reconnect_at
+                && now >= at
+            {
+                reconnect_at = None;
+                self.linked.store(false, Ordering::SeqCst);
+                match self.head.static_pad("sink").context("head has no sink pad").and_then(|sink| {
+                    make_decoder(&self.uri, &self.pipeline, sink, self.linked.clone())
+                }) {
+                    Ok(dec) => {
+                        if self.pipeline.add(&dec).is_ok() {
+                            let _ = dec.sync_state_with_parent();
+                        }
+                        frames_at_rebuild = Some(last_frames);
+                    }
+                    Err(e) => {
+                        failure = Some(format!("cannot rebuild the source: {e}"));
+                        break;
+                    }
+                }
+                // The stall clock restarts with each attempt.
+                last_change = now;
+            }
+            if reconnect_at.is_some() || (frames_at_rebuild.is_some() && down_since.is_some()) {
+                // Waiting for the source to come back: neither stalled nor failed.
+                if now.duration_since(last_change) > timeout + delay {
+                    // The rebuilt decoder neither errored nor delivered: try again.
+                    self.live_state.source_eos.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
             if let Some(t) = eos_sent_at {
                 if now.duration_since(t) > Duration::from_secs(10) {
                     failure.get_or_insert_with(|| "outputs did not finish within 10 s of the end of input".into());
@@ -764,7 +973,10 @@ impl SegPipeline {
                 }
             }
         };
-        self.report(outcome, start, &timings, warnings)
+        let mut report = self.report(outcome, start, &timings, warnings);
+        report.drops = drops;
+        report.reconnects = reconnects;
+        report
     }
 
     fn report(
@@ -805,6 +1017,8 @@ impl SegPipeline {
             timings: lock(timings).clone(),
             written,
             warnings,
+            drops: 0,
+            reconnects: 0,
         }
     }
 }

@@ -145,14 +145,14 @@ fn frame(info: &gst_video::VideoInfo, s: usize, n: u64, fps: i32) -> gst::Buffer
 fn run_stream(
     s: usize,
     segmenter: Segmenter,
-    props: &[(&str, glib::Value)],
+    props: &[(&str, String)],
     barrier: Option<&Barrier>,
 ) -> Vec<(u64, Segmentation)> {
     init();
     let st = STREAMS[s];
     let e = gst::ElementFactory::make("mask2former").build().unwrap();
     for (k, v) in props {
-        e.set_property_from_value(k, v);
+        e.set_property_from_str(k, v);
     }
     let m: Mask2Former = e.downcast().unwrap();
     m.set_segmenter(segmenter);
@@ -182,20 +182,19 @@ fn run_stream(
     out
 }
 
-use gst::glib;
-
-fn engine_props(name: &str, batch: u32, timeout_ms: u64) -> Vec<(&'static str, glib::Value)> {
+/// Element properties as strings (`glib::Value` is not `Send`; the streams run on threads).
+fn engine_props(name: &str, batch: u32, timeout_ms: u64) -> Vec<(&'static str, String)> {
     vec![
-        ("engine-name", name.to_value()),
-        ("batch-size", batch.to_value()),
-        ("batch-timeout", (timeout_ms * 1_000_000).to_value()),
+        ("engine-name", name.to_string()),
+        ("batch-size", batch.to_string()),
+        ("batch-timeout", (timeout_ms * 1_000_000).to_string()),
     ]
 }
 
 /// Runs the 4 streams concurrently on engine `name` with segmenters from `make`, and
 /// each stream alone (own model, no engine); asserts equal results and returns the
 /// engine's stats.
-fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra: Vec<(&'static str, glib::Value)>) -> batching::EngineStats {
+fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra: Vec<(&'static str, String)>) -> batching::EngineStats {
     let single: Vec<_> = (0..STREAMS.len()).map(|s| run_stream(s, make(), &extra, None)).collect();
     for (s, r) in single.iter().enumerate() {
         assert_eq!(r.len() as u64, STREAMS[s].frames);
@@ -232,7 +231,7 @@ fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra:
 fn run_stream_keep(
     s: usize,
     seg: Segmenter,
-    props: &[(&str, glib::Value)],
+    props: &[(&str, String)],
     barrier: &Barrier,
     name: &str,
     stats: &std::sync::Mutex<Option<batching::EngineStats>>,
@@ -277,7 +276,7 @@ fn mismatched_engine_settings_are_refused() {
     let mk = |batch: u32| {
         let e = gst::ElementFactory::make("mask2former").build().unwrap();
         for (k, v) in engine_props("test-mismatch", batch, 5) {
-            e.set_property_from_value(k, &v);
+            e.set_property_from_str(k, &v);
         }
         let m: Mask2Former = e.downcast().unwrap();
         m.set_segmenter(fake_segmenter(usize::MAX));
@@ -299,7 +298,7 @@ fn mismatched_engine_settings_are_refused() {
     // A different model is refused too.
     let c = gst::ElementFactory::make("mask2former").build().unwrap();
     for (k, v) in engine_props("test-mismatch", 4, 5) {
-        c.set_property_from_value(k, &v);
+        c.set_property_from_str(k, &v);
     }
     let c: Mask2Former = c.downcast().unwrap();
     let other = Segmenter::with_backend(card(), Box::new(ContentBackend { max: 4 }), Path::new("other.onnx")).unwrap();
@@ -353,7 +352,7 @@ fn four_streams_batched_on_tiny_contract_onnx_equal_single_stream_runs() {
     if tiny_contract().is_none() {
         return;
     }
-    let extra = vec![("task", "semantic".to_value())];
+    let extra = vec![("task", "semantic".to_string())];
     let stats = batched_equals_single("test-onnx-4", || tiny_contract().unwrap(), extra);
     println!("engine stats: {stats:?}");
     assert!(stats.multi_image_batches > 0, "{stats:?}");

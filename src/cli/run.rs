@@ -343,6 +343,13 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         if let Some(s) = segmenter.take() {
             built.mask2former.set_segmenter(s);
         }
+        {
+            let bar = bar.clone();
+            let name = item.source.display();
+            built.set_on_event(move |line| {
+                bar.suspend(|| eprintln!("segstream: warning: {name}: {line}"));
+            });
+        }
         let mut expected = probe.total_frames();
         if let Some(n) = args.max_frames {
             built.limit_frames(n)?;
@@ -389,7 +396,8 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
                 }
             );
         }
-        for w in &report.warnings {
+        // Drop / reconnection lines were printed as they happened.
+        for w in report.warnings.iter().filter(|w| !w.contains("source dropped") && !w.contains("source reconnected")) {
             eprintln!(
                 "segstream: warning: {}: {}",
                 item.source.display(),
@@ -500,6 +508,12 @@ fn print_report(source: &Source, r: &RunReport) {
             format!(" -> {}", outputs.join(", "))
         }
     );
+    if r.drops > 0 {
+        println!(
+            "source dropped {} time(s), reconnected {} time(s)",
+            r.drops, r.reconnects
+        );
+    }
     if r.timings.is_empty() {
         return;
     }

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod frame;
 pub mod model;
 pub mod pipeline;
+pub mod rtsp_out;
 pub mod postprocess;
 pub mod preprocess;
 pub mod render;

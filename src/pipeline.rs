@@ -348,7 +348,8 @@ struct LiveState {
     source_eos: AtomicBool,
     /// The run is finishing: EOS passes the head.
     finishing: AtomicBool,
-    /// Buffers dropped because their pts was not after the last one.
+    /// Times the timeline was shifted because a pts was not after the last one
+    /// (a reconnection that started from 0 again).
     backwards: AtomicU64,
 }
 
@@ -540,6 +541,10 @@ pub fn build(
         let sink = make("filesink", Some("jsonsink"))?;
         sink.set_property("location", partial_path(json).to_string_lossy().as_ref());
         sink.set_property("async", false);
+        if live {
+            // A record reaches the file as soon as it is made (`tail -f` works).
+            sink.set_property_from_str("buffer-mode", "unbuffered");
+        }
         pipeline.add_many([&q, &enc, &sink])?;
         gst::Element::link_many([&q, &enc, &sink])?;
         tee.link(&q)?;
@@ -560,28 +565,42 @@ pub fn build(
     let live_state = Arc::new(LiveState::default());
     if live {
         // Hold back the decoder's EOS (a drop, handled by the run loop) unless finishing,
-        // and keep the pts strictly increasing across reconnections.
+        // and keep the pts strictly increasing across reconnections: a new connection's
+        // timeline (which may start again from 0) is shifted to go on one frame after the
+        // last pts passed on.
         let state = live_state.clone();
-        // Last pts passed on, plus one (0: none yet).
+        // Last pts passed on, plus one (0: none yet), and the shift of the current timeline.
         let last_pts = AtomicU64::new(0);
+        let offset = AtomicU64::new(0);
         head_sink.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |_, info| {
-                match &info.data {
+                match &mut info.data {
                     Some(gst::PadProbeData::Event(ev))
                         if ev.type_() == gst::EventType::Eos && !state.finishing.load(Ordering::SeqCst) =>
                     {
                         state.source_eos.store(true, Ordering::SeqCst);
-                        return gst::PadProbeReturn::Drop;
+                        // `Handled` consumes it (`Drop` makes the bindings and GStreamer
+                        // both release it: a GStreamer-CRITICAL).
+                        return gst::PadProbeReturn::Handled;
                     }
                     Some(gst::PadProbeData::Buffer(buf)) => {
                         if let Some(pts) = buf.pts() {
                             let last = last_pts.load(Ordering::Relaxed);
-                            if last > 0 && pts.nseconds() < last {
+                            let mut shift = offset.load(Ordering::Relaxed);
+                            if last > 0 && pts.nseconds() + shift < last {
+                                let step = buf.duration().map_or(33_333_333, |d| d.nseconds().max(1));
+                                shift = (last - 1 + step).saturating_sub(pts.nseconds());
+                                offset.store(shift, Ordering::Relaxed);
                                 state.backwards.fetch_add(1, Ordering::Relaxed);
-                                return gst::PadProbeReturn::Drop;
                             }
-                            last_pts.store(pts.nseconds() + 1, Ordering::Relaxed);
+                            let out = pts.nseconds() + shift;
+                            if shift > 0 {
+                                let b = buf.make_mut();
+                                b.set_pts(gst::ClockTime::from_nseconds(out));
+                                b.set_dts(gst::ClockTime::NONE);
+                            }
+                            last_pts.store(out + 1, Ordering::Relaxed);
                         }
                     }
                     _ => {}
@@ -908,7 +927,7 @@ impl SegPipeline {
                 }) {
                     Ok(dec) => {
                         if self.pipeline.add(&dec).is_ok() {
-                            let _ = dec.sync_state_with_parent();
+                            let _ = dec.set_state(gst::State::Playing);
                         }
                         frames_at_rebuild = Some(last_frames);
                     }
@@ -919,6 +938,18 @@ impl SegPipeline {
                 }
                 // The stall clock restarts with each attempt.
                 last_change = now;
+            }
+            if reconnect_at.is_none()
+                && down_since.is_some()
+                && let Some(dec) = self.decoder()
+            {
+                // A decoder added to a playing pipeline can settle in PAUSED once its
+                // asynchronous state change completes (then a live source never starts):
+                // ask again.
+                let (_, current, pending) = dec.state(gst::ClockTime::ZERO);
+                if current == gst::State::Paused && pending == gst::State::VoidPending {
+                    let _ = dec.set_state(gst::State::Playing);
+                }
             }
             if reconnect_at.is_some() || (frames_at_rebuild.is_some() && down_since.is_some()) {
                 // Waiting for the source to come back: neither stalled nor failed.

@@ -983,6 +983,34 @@ fn track_gives_persistent_ids_to_things_and_stuff() {
     assert!(ids.iter().all(|t| *t == ids[0]), "ids persist: {ids:?}");
 }
 
+/// The LATENCY query answers upstream's latency plus the longest frame time seen, in
+/// both modes, and a LATENCY message tells the pipeline when that grows.
+#[test]
+fn mask2former_reports_its_frame_time_as_latency() {
+    for mode in ["sync", "async"] {
+        let (m, _) = gated_mask2former(None, std::time::Duration::from_millis(40), "wait");
+        m.set_property_from_str("mode", mode);
+        let bus = gst::Bus::new();
+        m.set_bus(Some(&bus));
+        let mut h = harness(&m);
+        let upstream = gst::ClockTime::from_mseconds(5);
+        h.set_upstream_latency(upstream);
+        let vi = info("RGBA", W, H);
+        h.set_src_caps(vi.to_caps().unwrap());
+        assert_eq!(h.query_latency(), Some(upstream), "{mode}: nothing added before the first frame");
+        h.push_and_pull(frame(&vi, 0)).unwrap();
+        let l = h.query_latency().expect("latency answered");
+        assert!(
+            l >= upstream + gst::ClockTime::from_mseconds(40) && l < upstream + gst::ClockTime::from_seconds(5),
+            "{mode}: latency {l} after a 40 ms inference"
+        );
+        assert!(
+            bus.iter().any(|msg| msg.type_() == gst::MessageType::Latency),
+            "{mode}: a LATENCY message was posted"
+        );
+    }
+}
+
 /// Resident set size of this process, in bytes.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

@@ -129,3 +129,88 @@ fn rtsp_input_reconnects_after_the_server_restarts() {
         assert!(w[1] > w[0], "pts not increasing: {} then {}", w[0], w[1]);
     }
 }
+
+/// `--rtsp-out`: segstream reads the sample over RTSP (loopback) and serves its overlay
+/// stream at another RTSP address; a client decodes frames of the input's size from it.
+#[test]
+fn rtsp_out_serves_the_overlay_stream() {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    if let Err(e) = segstream::backend::onnxruntime::ensure_runtime() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: rtsp_out_serves_the_overlay_stream: {e}");
+        return;
+    }
+    gst::init().unwrap();
+    let d = common::workdir("rtsp", "serve");
+    let port_in = free_port();
+    let mut server = serve(port_in);
+    let port_out = free_port();
+    let json = d.join("out.jsonl");
+    let mut seg = Command::new(BIN)
+        .args([
+            "run",
+            &format!("rtsp://127.0.0.1:{port_in}/test"),
+            "--json",
+            json.to_str().unwrap(),
+            "--no-overlay",
+            "--rtsp-out",
+            &format!("127.0.0.1:{port_out}/seg"),
+            "--model",
+            repo().join("tests/data/tiny_contract.onnx").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run segstream");
+    // The server line comes before the first frame.
+    let mut stderr = BufReader::new(seg.stderr.take().unwrap());
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("serving the overlay at") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            let _ = seg.kill();
+            let _ = server.kill();
+            panic!("no 'serving the overlay' line: {seen}");
+        }
+        seen += &line;
+    }
+    assert!(seen.contains(&format!("rtsp://127.0.0.1:{port_out}/seg")), "{seen}");
+    // Keep draining stderr so that segstream never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location=rtsp://127.0.0.1:{port_out}/seg latency=0 protocols=tcp ! rtph264depay ! avdec_h264 \
+         ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = client.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    let mut sizes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while sizes.len() < 5 && Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(1)) {
+            let st = s.caps().unwrap().structure(0).unwrap().to_owned();
+            sizes.push((st.get::<i32>("width").unwrap(), st.get::<i32>("height").unwrap()));
+        }
+    }
+    client.set_state(gst::State::Null).unwrap();
+
+    // SAFETY: plain kill(2) on the child's pid.
+    unsafe { libc::kill(seg.id() as libc::pid_t, libc::SIGINT) };
+    let out = common::wait_with_deadline(seg, "segstream run --rtsp-out", Duration::from_secs(20));
+    server.kill().unwrap();
+    let _ = server.wait();
+    let rest = drain.join().unwrap();
+    assert!(sizes.len() >= 5, "the client decoded {} frames from --rtsp-out; segstream: {seen}{rest}", sizes.len());
+    assert!(sizes.iter().all(|&s| s == (640, 360)), "frame sizes {sizes:?}");
+    assert!(out.status.success(), "segstream failed: {seen}{rest}");
+    assert!(!pts_of(&json).is_empty(), "the JSON output was written too");
+}

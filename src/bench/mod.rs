@@ -23,6 +23,7 @@
 //!    that is not the network forward: `1 − mean(inference) / (wall / frames)`.
 
 pub mod chart;
+pub mod live;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

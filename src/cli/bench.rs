@@ -54,6 +54,17 @@ pub struct BenchArgs {
     /// Folder for the encoded outputs (default: a temporary folder, removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// Live figures instead of the stage breakdown: per-frame latency of `mask2former`
+    /// in sync and async mode (input under and over what inference sustains; `--frames`
+    /// frames a run), and throughput of several streams (`--streams`).
+    #[arg(long)]
+    pub live: bool,
+    /// `--live`: stream counts of the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub streams: Vec<u64>,
+    /// `--live`: frames each stream pushes in a throughput run.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    pub stream_frames: u64,
 }
 
 pub fn bench(args: BenchArgs) -> ExitCode {
@@ -85,6 +96,9 @@ fn bench_inner(args: &BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    if args.live {
+        return live(args, &input, &model);
+    }
     let mut cfg = SegmenterConfig::new(&model);
     cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
     let device = if args.device == "auto" { DeviceSetting::Auto } else { DeviceSetting::Cpu };
@@ -116,6 +130,33 @@ fn bench_inner(args: &BenchArgs) -> Result<()> {
     if let Some(chart) = &args.chart {
         let title = format!("ms per frame by stage, {}x{}, {} threads", report.width, report.height, report.threads);
         bench::chart::write_chart(chart, &title, &report.chart_bars())?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn live(args: &BenchArgs, input: &std::path::Path, model: &std::path::Path) -> Result<()> {
+    if args.peer.is_some() || args.chart.is_some() {
+        bail!("--peer and --chart belong to the stage breakdown, not to --live");
+    }
+    let source = segstream::pipeline::Source::File(input.to_path_buf());
+    let cfg = bench::live::LiveConfig {
+        input_uri: source.uri()?,
+        input_name: input.display().to_string(),
+        model: model.to_path_buf(),
+        frames: args.frames as usize,
+        stream_frames: args.stream_frames as usize,
+        threads: args.threads,
+        streams: args.streams.iter().map(|&n| n as usize).collect(),
+    };
+    let report = bench::live::run(&cfg, |line| eprintln!("segstream bench: {line}"))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
         println!("{json}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use gstreamer::prelude::GstBinExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use segstream::elements::mask2former::OverloadSetting;
@@ -87,6 +88,14 @@ pub struct RunArgs {
     /// frames that arrive while it is busy get the last result (stale) or none.
     #[arg(long = "async", value_name = "OVERLOAD", value_parser = ["drop", "skip", "wait"], num_args = 0..=1, default_missing_value = "drop")]
     pub async_overload: Option<String>,
+    /// Serve the overlay stream over RTSP (gst-rtsp-server) at [HOST]:PORT/PATH, e.g.
+    /// `:8554/seg` (all interfaces) or `127.0.0.1:8554/seg`. One input only.
+    #[arg(long, value_name = "[HOST]:PORT/PATH", value_parser = parse_rtsp_out)]
+    pub rtsp_out: Option<segstream::rtsp_out::RtspOut>,
+}
+
+fn parse_rtsp_out(s: &str) -> Result<segstream::rtsp_out::RtspOut, String> {
+    s.parse()
 }
 
 fn parse_backend(s: &str) -> Result<BackendKind, String> {
@@ -237,6 +246,9 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     if sources.len() > 1 && (args.coco_panoptic.is_some() || args.coco_instances.is_some()) {
         bail!("--coco-panoptic and --coco-instances take one input ({} given)", sources.len());
     }
+    if args.rtsp_out.is_some() && sources.len() > 1 {
+        bail!("--rtsp-out serves one stream: give one input");
+    }
     // 2. Outputs can be written.
     let plans = plan_outputs(&sources, &args)?;
     if let Some(d) = &args.coco_panoptic {
@@ -343,6 +355,16 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         if let Some(s) = segmenter.take() {
             built.mask2former.set_segmenter(s);
         }
+        // Stopped when dropped, at the end of this input.
+        let _rtsp_server = match &args.rtsp_out {
+            Some(out) => {
+                let tee = built.pipeline.by_name("tee").ok_or_else(|| anyhow!("the run pipeline has no tee"))?;
+                let server = segstream::rtsp_out::serve(&built.pipeline, &tee, out)?;
+                bar.suspend(|| eprintln!("segstream: serving the overlay at {}", server.url()));
+                Some(server)
+            }
+            None => None,
+        };
         {
             let bar = bar.clone();
             let name = item.source.display();

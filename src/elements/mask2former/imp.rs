@@ -284,6 +284,9 @@ pub struct Mask2Former {
     /// Between `start` and `stop`.
     running: AtomicBool,
     counters: Arc<Counters>,
+    /// The latency this element adds (ns), answered to LATENCY queries: the longest
+    /// preprocess + inference + postprocess seen since start (0 before the first frame).
+    latency_ns: AtomicU64,
 }
 
 impl Mask2Former {
@@ -457,6 +460,7 @@ fn worker_loop(
                 let Some(element) = weak.upgrade() else { continue };
                 let attached = result.and_then(|(seg, t)| {
                     counters.inferred.fetch_add(1, Ordering::Relaxed);
+                    element.imp().observe_latency(&t);
                     attach(&element, buf.make_mut(), &stream, seg, t, frame_no, false, settings.post_messages)
                 });
                 if let Err(msg) = attached {
@@ -819,6 +823,7 @@ impl BaseTransformImpl for Mask2Former {
             }
         };
         self.running.store(true, Ordering::SeqCst);
+        self.latency_ns.store(0, Ordering::Relaxed);
         *lock(&self.state) = Some(State { engine, worker, injected, stream, video: None, frames: 0, own_backend });
         Ok(())
     }
@@ -876,6 +881,27 @@ impl BaseTransformImpl for Mask2Former {
         // A last result of another size is not reused (`Engine::last_for`).
         state.video = Some((info, format));
         Ok(())
+    }
+
+    /// LATENCY (on the source pad): upstream's latency plus the longest frame time seen
+    /// (a frame leaves after its inference, in both modes). The maximum grows by the
+    /// frames that may wait: one in sync mode, the async queue in async mode.
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction == gst::PadDirection::Src && query.type_() == gst::QueryType::Latency {
+            if !self.obj().sink_pad().peer_query(query) {
+                return false;
+            }
+            if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+                let (live, min, max) = q.result();
+                let ours = gst::ClockTime::from_nseconds(self.latency_ns.load(Ordering::Relaxed));
+                let waiting = if lock(&self.settings).mode == ModeSetting::Async { ASYNC_QUEUE as u64 + 1 } else { 1 };
+                let max = max.map(|m| m + ours * waiting);
+                gst::debug!(CAT, imp = self, "latency: upstream {min}, ours {ours}, live {live}");
+                q.set(live, min + ours, max);
+            }
+            return true;
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
@@ -957,6 +983,7 @@ impl BaseTransformImpl for Mask2Former {
             _ => match engine.segment(&settings, buf, &video, frame_no) {
                 Ok((seg, t)) => {
                     self.counters.inferred.fetch_add(1, Ordering::Relaxed);
+                    self.observe_latency(&t);
                     (seg, t, false)
                 }
                 Err(msg) => {
@@ -976,6 +1003,19 @@ impl BaseTransformImpl for Mask2Former {
 }
 
 impl Mask2Former {
+    /// Raise the reported latency to a longer frame time than seen so far; past a quarter
+    /// more than the reported value, post a LATENCY message so that the pipeline asks again
+    /// (live sinks then wait for the frames instead of dropping them as late).
+    fn observe_latency(&self, t: &Timings) {
+        let ns = ((t.preprocess_ms + t.inference_ms + t.postprocess_ms) * 1e6) as u64;
+        let old = self.latency_ns.fetch_max(ns, Ordering::Relaxed);
+        if ns > old + old / 4 {
+            gst::debug!(CAT, imp = self, "latency {} ms (was {} ms)", ns / 1_000_000, old / 1_000_000);
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
+        }
+    }
+
     /// mode=async: hand a copy of the frame (its memory is shared, not copied) to the
     /// worker, which pushes it; the base class drops the original.
     #[allow(clippy::too_many_arguments)]

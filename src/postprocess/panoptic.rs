@@ -119,16 +119,15 @@ pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, par
     check_masks_finite(logits, kept.iter().map(|k| k.q))?;
 
     let (fh, fw) = (geom.frame_height, geom.frame_width);
-    let mut ids = vec![0u32; fh * fw];
     let mut seg = Segmentation { width: fw as u32, height: fh as u32, task: Task::Panoptic, ids: Vec::new(), segments: Vec::new() };
     if kept.is_empty() {
-        seg.ids = ids;
+        seg.ids = vec![0u32; fh * fw];
         return Ok(seg);
     }
     let (mh, mw) = (logits.mask_height, logits.mask_width);
     let scores: Vec<f32> = kept.iter().map(|k| k.score).collect();
 
-    let found = match geom.semantics {
+    let (mut ids, found) = match geom.semantics {
         Semantics::Transformers => {
             let s = TRANSFORMERS_SIZE;
             let (r1, c1) = (Taps::bilinear(mh, s), Taps::bilinear(mw, s));
@@ -150,7 +149,7 @@ pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, par
                 mode: Mode::Linear,
                 thr: params.mask_threshold,
             };
-            e.run(&mut ids)
+            e.run_alloc()
         }
         Semantics::Detectron2 => {
             let rows = Taps::bilinear_cropped(mh, geom.input_height, geom.valid_height, fh);
@@ -163,7 +162,7 @@ pub fn panoptic(logits: &ImageLogits<'_>, labels: &[Label], geom: &Geometry, par
                 mode: Mode::Sigmoid,
                 thr: params.mask_threshold,
             };
-            e.run(&mut ids)
+            e.run_alloc()
         }
     };
 

@@ -62,7 +62,7 @@ impl Patch {
     pub const PER_PIXEL: u32 = u32::MAX;
 }
 
-/// What [`Engine::run`] found: counts, and per band of [`BAND`] rows the patches that
+/// What [`Engine::run_alloc`] found: counts, and per band of [`BAND`] rows the patches that
 /// cover it.
 pub(crate) struct Found {
     pub counts: Counts,
@@ -153,47 +153,77 @@ impl<'a> Engine<'a> {
     /// pixels in `labels` are left untouched); the pixels of the others are written into
     /// `labels` (`frame_h × frame_w`): the winning kept query's index, `| PASS` where it
     /// passes.
+    #[cfg(test)]
     pub fn run(&self, labels: &mut [u32]) -> Found {
-        let n = self.grids.len();
         let (h, w) = (self.rows.n_out, self.cols.n_out);
         assert_eq!(labels.len(), h * w);
-        assert!(n > 0);
-        let band = BAND;
-        let parts: Vec<(Counts, Vec<Patch>)> = labels
-            .par_chunks_mut(band * w)
+        let parts: Vec<(Counts, Vec<Patch>)> =
+            labels.par_chunks_mut(BAND * w).enumerate().map(|(bi, chunk)| self.band(bi, chunk)).collect();
+        self.gather(parts)
+    }
+
+    /// [`Engine::run`] on a label map of its own, returned with the result: each band is
+    /// zeroed by the thread that then works on it (in parallel, and in its cache) instead
+    /// of the whole map up front.
+    pub fn run_alloc(&self) -> (Vec<u32>, Found) {
+        let (h, w) = (self.rows.n_out, self.cols.n_out);
+        let n = h * w;
+        let mut labels: Vec<u32> = Vec::with_capacity(n);
+        let parts: Vec<(Counts, Vec<Patch>)> = labels.spare_capacity_mut()[..n]
+            .par_chunks_mut(BAND * w)
             .enumerate()
             .map(|(bi, chunk)| {
-                let mut s = Scratch {
-                    cand: vec![Vec::new(); LEVELS.len() + 1],
-                    mixed: vec![Vec::new(); LEVELS.len() + 1],
-                    status: vec![vec![MIXED; n]; LEVELS.len() + 1],
-                    lo: vec![0.0; n],
-                    hi: vec![0.0; n],
-                    stamp: vec![u32::MAX; n],
-                    tick: 0,
-                    vals: Vec::new(),
-                    tmp: Vec::new(),
-                    active: Vec::new(),
-                    counts: Counts::new(n),
-                    patches: Vec::new(),
-                };
-                let y0 = bi * band;
-                let y1 = (y0 + band).min(h);
-                let mut x0 = 0;
-                while x0 < w {
-                    let x1 = (x0 + band).min(w);
-                    s.cand[0].clear();
-                    s.cand[0].extend(0..n as u16);
-                    s.mixed[0].clear();
-                    s.mixed[0].extend(0..n as u16);
-                    s.status[0].iter_mut().for_each(|v| *v = MIXED);
-                    self.region(&mut s, 0, y0, y1, x0, x1, chunk, y0);
-                    x0 = x1;
-                }
-                (s.counts, s.patches)
+                chunk.fill(std::mem::MaybeUninit::new(0));
+                // SAFETY: every element of `chunk` was initialized on the line above, and
+                // `MaybeUninit<u32>` has the layout of `u32`.
+                let chunk = unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<u32>(), chunk.len()) };
+                self.band(bi, chunk)
             })
             .collect();
-        let mut counts = Counts::new(n);
+        // SAFETY: the chunks above cover exactly the first `n` elements of the spare
+        // capacity, and each chunk was fully initialized before any other use.
+        unsafe { labels.set_len(n) };
+        (labels, self.gather(parts))
+    }
+
+    /// One band of [`BAND`] rows (`chunk`, band `bi`): its counts and patches.
+    fn band(&self, bi: usize, chunk: &mut [u32]) -> (Counts, Vec<Patch>) {
+        let n = self.grids.len();
+        assert!(n > 0);
+        let (h, w) = (self.rows.n_out, self.cols.n_out);
+        let band = BAND;
+        let mut s = Scratch {
+            cand: vec![Vec::new(); LEVELS.len() + 1],
+            mixed: vec![Vec::new(); LEVELS.len() + 1],
+            status: vec![vec![MIXED; n]; LEVELS.len() + 1],
+            lo: vec![0.0; n],
+            hi: vec![0.0; n],
+            stamp: vec![u32::MAX; n],
+            tick: 0,
+            vals: Vec::new(),
+            tmp: Vec::new(),
+            active: Vec::new(),
+            counts: Counts::new(n),
+            patches: Vec::new(),
+        };
+        let y0 = bi * band;
+        let y1 = (y0 + band).min(h);
+        let mut x0 = 0;
+        while x0 < w {
+            let x1 = (x0 + band).min(w);
+            s.cand[0].clear();
+            s.cand[0].extend(0..n as u16);
+            s.mixed[0].clear();
+            s.mixed[0].extend(0..n as u16);
+            s.status[0].iter_mut().for_each(|v| *v = MIXED);
+            self.region(&mut s, 0, y0, y1, x0, x1, chunk, y0);
+            x0 = x1;
+        }
+        (s.counts, s.patches)
+    }
+
+    fn gather(&self, parts: Vec<(Counts, Vec<Patch>)>) -> Found {
+        let mut counts = Counts::new(self.grids.len());
         let mut patches = Vec::with_capacity(parts.len());
         for (c, p) in parts {
             counts.add(&c);
@@ -549,6 +579,10 @@ pub(crate) mod tests {
         let mut b = vec![0u32; h * w];
         let found = e.run(&mut a);
         e.paint(&found, &mut a);
+        // The allocating form gives the same map and counts.
+        let (mut c, found_c) = e.run_alloc();
+        e.paint(&found_c, &mut c);
+        assert!(a == c && found_c.counts == found.counts && found_c.patches == found.patches);
         let ca = found.counts;
         // Patches tile the frame: every pixel written exactly once.
         let covered: usize = found.patches.iter().flatten().map(|p| ((p.y1 - p.y0) * (p.x1 - p.x0)) as usize).sum();

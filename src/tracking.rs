@@ -40,6 +40,15 @@ const PEAK_DECAY: f32 = 0.99;
 /// for it).
 const MIN_IN_FRAME: f32 = 0.1;
 
+/// Box matches (a lost track's predicted box holding a new segment): the fraction of the
+/// segment that must lie in the box, the box's margin in pixels, the largest segment
+/// (relative to the track's peak area) taken for the object, and the score factor (below
+/// the lowest overlap score, `MIN_INSIDE` × a threshold of 0.3 or more).
+const MIN_IN_BOX: f32 = 0.9;
+const BOX_MARGIN: i64 = 2;
+const MAX_REAPPEAR_RATIO: f32 = 1.2;
+const BOX_SCORE: f32 = 0.1;
+
 /// Matching parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerConfig {
@@ -218,6 +227,36 @@ impl Tracker {
                     *e = e.max(score);
                 }
             }
+            if track.unseen > 1 && !track.gone {
+                // Lost since the last frame: a segment of the class lying (almost) all
+                // inside the box the whole reference shape is predicted to cover may be
+                // the object coming back as a small piece (out from behind an occluder
+                // where that part of the shape was never seen). Ranked below every
+                // overlap match.
+                let (bx0, bx1, by0, by1) = bbox(&track.pixels, w);
+                let (x0, x1) = (bx0 + predicted.0 - BOX_MARGIN, bx1 + predicted.0 + BOX_MARGIN);
+                let (y0, y1) = (by0 + predicted.1 - BOX_MARGIN, by1 + predicted.1 + BOX_MARGIN);
+                for (slot, px) in pixels.iter().enumerate() {
+                    if px.is_empty()
+                        || seg.segments[thing_idx[slot]].label_id != track.label_id
+                        || px.len() as f32 > MAX_REAPPEAR_RATIO * track.peak
+                    {
+                        continue;
+                    }
+                    let inside = px
+                        .iter()
+                        .filter(|&&p| {
+                            let (x, y) = ((p % w) as i64, (p / w) as i64);
+                            (x0..=x1).contains(&x) && (y0..=y1).contains(&y)
+                        })
+                        .count() as f32
+                        / px.len() as f32;
+                    if inside >= MIN_IN_BOX {
+                        let e = best.entry(slot).or_insert(0.0);
+                        *e = e.max(BOX_SCORE * inside);
+                    }
+                }
+            }
             pairs.extend(best.into_iter().map(|(slot, score)| (score, t, slot)));
         }
         pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -289,6 +328,16 @@ impl Tracker {
         self.tracks.retain(|t| t.unseen <= max_age && !t.gone);
         self.tracks.extend(new_tracks);
     }
+}
+
+/// Bounding box `(x0, x1, y0, y1)` (inclusive) of row-major pixel indices (`w` wide).
+fn bbox(px: &[u32], w: u32) -> (i64, i64, i64, i64) {
+    let mut b = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
+    for &p in px {
+        let (x, y) = ((p % w) as i64, (p / w) as i64);
+        b = (b.0.min(x), b.1.max(x), b.2.min(y), b.3.max(y));
+    }
+    b
 }
 
 /// Count, for every id of `ids`, the pixels of `mask` moved by (`dx`, `dy`) that land on

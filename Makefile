@@ -52,8 +52,11 @@ demo: build
 
 test: setup test-rust test-python
 
+# `--all-targets`: the plugin, the binary, tests, examples and benches in one build with one
+# feature set (a plain `cargo build` leaves the dev-dependencies out, which changes the
+# features of shared dependencies, so `cargo test` would build the whole stack again).
 test-rust:
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 	# The TensorRT feature's Rust side (TensorRT itself is not installable here: the C++ shim
 	# is skipped, nothing is linked; scripts/check-trt-shim.sh checks the shim's C++).

@@ -24,7 +24,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use serde::{Deserialize, Serialize};
 
-use super::{Decoded, Machine, decode, load_avg};
+use super::{Decoded, Machine, decode, unix_now};
 use crate::elements::SegmentationMeta;
 use crate::pipeline::percentile;
 
@@ -364,12 +364,8 @@ pub fn run(cfg: &LiveConfig, mut progress: impl FnMut(&str)) -> Result<LiveRepor
     if cfg.frames == 0 || cfg.stream_frames == 0 {
         bail!("frame counts must be at least 1");
     }
-    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let machine = Machine {
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        load_avg: load_avg(),
-        os: std::env::consts::OS.to_string(),
-    };
+    let started_unix = unix_now();
+    let machine = Machine::now();
     let (frames, _, w, h, _) = decode(&cfg.input_uri, cfg.frames.clamp(1, 30))?;
     progress("measuring the inference time");
     let t_ms = inference_ms(cfg, &frames, w, h)?;
@@ -450,7 +446,7 @@ impl LiveReport {
         s += &format!(
             "\n{} CPUs, load average {}\n",
             self.machine.cpus,
-            self.machine.load_avg.map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])).unwrap_or_else(|| "-".into())
+            self.machine.load_text()
         );
         s
     }

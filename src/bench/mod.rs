@@ -382,16 +382,30 @@ fn encode(frames: &[Vec<u8>], w: u32, h: u32, fr: gst::Fraction, out: &Path) -> 
 
 /// Run both measurements. `segmenter` is used for the stages and then handed to the
 /// end-to-end pipeline.
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Machine {
+    /// The load averages as `1.00 2.00 3.00` (`-` when unknown).
+    pub fn load_text(&self) -> String {
+        self.load_avg.map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])).unwrap_or_else(|| "-".into())
+    }
+
+    /// This machine now: CPUs, load average, OS.
+    pub fn now() -> Machine {
+        Machine {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            load_avg: load_avg(),
+            os: std::env::consts::OS.to_string(),
+        }
+    }
+}
+
 pub fn run(cfg: &BenchConfig, mut segmenter: Segmenter) -> Result<BenchReport> {
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let machine = Machine {
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        load_avg: load_avg(),
-        os: std::env::consts::OS.to_string(),
-    };
+    let started_unix = unix_now();
+    let machine = Machine::now();
     let source = Source::File(cfg.input.clone());
     let uri = source.uri()?;
     if cfg.frames == 0 {
@@ -537,7 +551,7 @@ impl BenchReport {
             "peak RSS {:.0} MiB; {} CPUs, load average {}\n",
             self.peak_rss_mib,
             self.machine.cpus,
-            self.machine.load_avg.map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])).unwrap_or_else(|| "-".into())
+            self.machine.load_text()
         );
         if let (Some(c), Some(p)) = (&self.comparison, &self.peer) {
             s += &format!("\nreference: {}\n", c.peer_name);

@@ -79,6 +79,27 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Normalization constants in network channel order, from the card: per channel `(x -
+/// mean) / std` as `x * scale + bias`, and `order[c]`, the RGB channel network channel `c`
+/// reads. Shared by the CPU preprocess and the CUDA kernels (`crate::cuda`).
+pub fn normalization(input: &CardInput) -> Result<([f32; 3], [f32; 3], [usize; 3])> {
+    if input.mean.len() != 3 || input.std.len() != 3 {
+        return Err(Error::InvalidArgument(format!("{} mean and {} std values (expected 3)", input.mean.len(), input.std.len())));
+    }
+    let order = match input.channel_order.as_str() {
+        "RGB" => [0, 1, 2],
+        "BGR" => [2, 1, 0],
+        other => return Err(Error::InvalidArgument(format!("channel order {other:?} (expected RGB or BGR)"))),
+    };
+    let mut scale = [0.0; 3];
+    let mut bias = [0.0; 3];
+    for c in 0..3 {
+        scale[c] = 1.0 / input.std[c];
+        bias[c] = -input.mean[c] / input.std[c];
+    }
+    Ok((scale, bias, order))
+}
+
 /// Reusable preprocess state: buffers and the resizer live across frames.
 pub struct Preprocessor {
     input_h: usize,
@@ -110,17 +131,7 @@ impl Preprocessor {
                 input.std.len()
             )));
         }
-        let order = match input.channel_order.as_str() {
-            "RGB" => [0, 1, 2],
-            "BGR" => [2, 1, 0],
-            other => return Err(Error::InvalidArgument(format!("channel order {other:?} (expected RGB or BGR)"))),
-        };
-        let mut scale = [0.0; 3];
-        let mut bias = [0.0; 3];
-        for c in 0..3 {
-            scale[c] = 1.0 / input.std[c];
-            bias[c] = -input.mean[c] / input.std[c];
-        }
+        let (scale, bias, order) = normalization(input)?;
         Ok(Preprocessor {
             input_h: h,
             input_w: w,

@@ -175,25 +175,7 @@ pub fn pixel_rgb(frame: &Frame<'_>, x: usize, y: usize) -> [u8; 3] {
     }
 }
 
-/// Normalization constants in network channel order, as [`crate::preprocess`] derives
-/// them from the card: `(scale, bias, order)`.
-pub fn normalization(input: &crate::model::CardInput) -> Result<([f32; 3], [f32; 3], [usize; 3])> {
-    if input.mean.len() != 3 || input.std.len() != 3 {
-        return Err(Error::InvalidArgument(format!("{} mean and {} std values (expected 3)", input.mean.len(), input.std.len())));
-    }
-    let order = match input.channel_order.as_str() {
-        "RGB" => [0, 1, 2],
-        "BGR" => [2, 1, 0],
-        other => return Err(Error::InvalidArgument(format!("channel order {other:?} (expected RGB or BGR)"))),
-    };
-    let mut scale = [0.0; 3];
-    let mut bias = [0.0; 3];
-    for c in 0..3 {
-        scale[c] = 1.0 / input.std[c];
-        bias[c] = -input.mean[c] / input.std[c];
-    }
-    Ok((scale, bias, order))
-}
+pub use crate::preprocess::normalization;
 
 /// The preprocess kernels' arithmetic on the CPU: vertical pass into 8-bit RGB, then
 /// horizontal pass, normalize, pad. Returns the `[3, H, W]` tensor and the valid size.

@@ -9,8 +9,10 @@ all / things / stuff.
 
 The held-out set is ``shapes.heldout_seeds(--seed, --frames)``: by default 200 frames, 20
 evenly spaced frames from each of 10 clips seeded ``(shapes.HELDOUT_TAG, 1, k)`` -- a seed space
-that neither training nor the sample video uses. Each 640x360 frame is resized to exactly
-288x512, normalized (ImageNet mean/std), run through the model, and post-processed with
+that neither training nor the sample video uses. Each 640x360 frame is fed as segstream feeds
+it: resized to fit the model's input size (its preprocessor_config.json or ONNX input shape)
+keeping the aspect ratio, normalized (ImageNet mean/std), zero-padded bottom/right; after the
+model the padding is cropped off the mask logits, then post-processed with
 transformers' ``post_process_panoptic_segmentation`` (threshold 0.8, mask threshold 0.5,
 overlap 0.8, stuff labels fused, target size 360x640). Predictions and ground truth are
 written in COCO panoptic format to a temporary folder (or ``--keep DIR``) and scored with
@@ -131,7 +133,9 @@ class OracleRunner:
         cls[:, :, -1] = 10.0
         masks = torch.full((n, self.q, h, w), -10.0)
         for b, f in enumerate(frames):
-            small = shapes.resize_ids(f.ids, INPUT_H, INPUT_W)
+            vh, vw = shapes.fit_size(*f.ids.shape, INPUT_H, INPUT_W)
+            small = np.zeros((INPUT_H, INPUT_W), f.ids.dtype)  # letterboxed as the frame
+            small[:vh, :vw] = shapes.resize_ids(f.ids, vh, vw)
             for k, s in enumerate(f.segments[: self.q]):
                 m = torch.from_numpy((small == s["id"]).astype(np.float32))
                 p = torch.nn.functional.avg_pool2d(m[None, None], 4)[0, 0].clamp(1e-4, 1 - 1e-4)
@@ -152,13 +156,44 @@ def to_coco(result: dict) -> tuple[np.ndarray, list[dict]]:
     return ids, segs
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        die(f"--size must be HxW, e.g. 288x512, got {text!r}")
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        die(f"--size {text}: height and width must be multiples of 32")
+    return h, w
+
+
+def model_size(model: str | None, onnx: str | None) -> tuple[int, int] | None:
+    """The input size the model was made for: the checkpoint's preprocessor_config.json, or the
+    ONNX file's fixed input shape; None when neither says."""
+    if model:
+        pp = os.path.join(model, "preprocessor_config.json")
+        if os.path.isfile(pp):
+            with open(pp) as f:
+                size = json.load(f).get("size") or {}
+            if "height" in size and "width" in size:
+                return int(size["height"]), int(size["width"])
+    if onnx:
+        import onnx as onnx_lib
+        m = onnx_lib.load(onnx, load_external_data=False)
+        dims = m.graph.input[0].type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[2].dim_value and dims[3].dim_value:
+            return dims[2].dim_value, dims[3].dim_value
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="PQ of the sample model on held-out synthetic shapes frames.")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="checkpoint folder (save_pretrained)")
-    src.add_argument("--onnx", help="ONNX model file (input pixel_values [N,3,288,512])")
+    src.add_argument("--onnx", help="ONNX model file (input pixel_values [N,3,H,W])")
     src.add_argument("--oracle", action="store_true",
                      help="no model: logits made from the ground truth at 1/4 input resolution (the ceiling)")
+    ap.add_argument("--size", help="network input HxW (default: the checkpoint's preprocessor_config.json, the ONNX "
+                                   "input shape, or 288x512)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--frames", type=int, default=200, help="held-out frames")
     ap.add_argument("--seed", type=int, default=shapes.HELDOUT_SEED, help="held-out seed")
@@ -184,6 +219,11 @@ def main(argv=None) -> int:
         die(f"{a.model} is not a checkpoint folder (no config.json)")
     if a.onnx and not os.path.isfile(a.onnx):
         die(f"{a.onnx} does not exist")
+
+    global INPUT_H, INPUT_W
+    size = parse_size(a.size) if a.size else model_size(a.model, a.onnx)
+    if size:
+        INPUT_H, INPUT_W = size
 
     import torch
     import transformers
@@ -218,10 +258,18 @@ def main(argv=None) -> int:
                 clips.clear()
                 clips[cseed] = shapes.Clip(cseed, num_frames=shapes.HELDOUT_CLIP_FRAMES)
             frames.append(clips[cseed].frame(fi))
-        pix = np.stack([shapes.normalize(shapes.resize_rgb(f.rgb, INPUT_H, INPUT_W)) for f in frames])
+        inputs = [shapes.model_input(f.rgb, INPUT_H, INPUT_W) for f in frames]
+        pix = np.stack([i[0] for i in inputs])
         t = time.time()
         cls_logits, mask_logits = runner(pix, frames)
         t_model += time.time() - t
+        # Crop the padding off the masks (as segstream's post-processing does) before
+        # transformers' post-processing, which would otherwise stretch the whole padded canvas
+        # over the frame. Exact when the valid size is a multiple of 4 (640x360 at 160x288:
+        # 160x284 of the input, 40x71 of the 40x72 masks).
+        vh, vw = inputs[0][1]
+        mh, mw = mask_logits.shape[-2:]
+        mask_logits = mask_logits[..., : -(-vh * mh // INPUT_H), : -(-vw * mw // INPUT_W)]
         outs = types.SimpleNamespace(class_queries_logits=cls_logits, masks_queries_logits=mask_logits)
         results = proc.post_process_panoptic_segmentation(
             outs, threshold=a.threshold, mask_threshold=a.mask_threshold,

@@ -588,7 +588,8 @@ def validate_onnx(path: Path, size: tuple[int, int], q: int, k: int, batch: int 
     return info
 
 
-def make_card(name: str, checkpoint: str, size, mean, std, q: int, labels: list[dict]) -> dict:
+def make_card(name: str, checkpoint: str, size, mean, std, q: int, labels: list[dict],
+              score_threshold: float = 0.8) -> dict:
     return {
         "format": CARD_FORMAT,
         "name": name,
@@ -596,7 +597,7 @@ def make_card(name: str, checkpoint: str, size, mean, std, q: int, labels: list[
         "input": {"height": size[0], "width": size[1], "mean": mean, "std": std, "channel_order": "RGB"},
         "num_queries": q,
         "labels": labels,
-        "defaults": {"task": "panoptic", "score_threshold": 0.8, "overlap_threshold": 0.8, "mask_threshold": 0.5},
+        "defaults": {"task": "panoptic", "score_threshold": score_threshold, "overlap_threshold": 0.8, "mask_threshold": 0.5},
     }
 
 
@@ -654,6 +655,8 @@ def main(argv=None) -> int:
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime check")
+    ap.add_argument("--score-threshold", type=float, default=0.8,
+                    help="the card's default score threshold (default 0.8; pick it on validation data)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -661,6 +664,8 @@ def main(argv=None) -> int:
         size = parse_size(args.size)
         if args.batch is not None and args.batch < 1:
             raise ExportError(f"--batch must be >= 1, got {args.batch}")
+        if not 0.0 <= args.score_threshold <= 1.0:
+            raise ExportError(f"--score-threshold must be in 0..1, got {args.score_threshold}")
         if args.labels and not Path(args.labels).is_file():
             raise ExportError(f"labels file not found: {args.labels}")
         _precheck_labels(args.checkpoint, args.labels)
@@ -695,7 +700,7 @@ def main(argv=None) -> int:
             info = validate_onnx(onnx_path, size, q, k, args.batch, args.deform_attn)
             if args.deform_attn == "trt-plugin":
                 log(f"{info['trt_plugin_nodes']} {TRT_OP} nodes")
-        card = make_card(name, args.checkpoint, size, mean, std, q, labels)
+        card = make_card(name, args.checkpoint, size, mean, std, q, labels, args.score_threshold)
         card_path = out / f"{name}.json"
         write_card(card_path, card)
         mb = onnx_path.stat().st_size / 1e6

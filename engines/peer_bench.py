@@ -9,16 +9,11 @@ for the metadata, and x264 (GStreamer, ``speed-preset=veryfast`` as segstream) f
 video. Decode and encode run in ``gst-launch-1.0`` subprocesses connected by pipes (the
 usual "ffmpeg pipe" pattern; OpenCV/PyAV are not among the project's dependencies).
 
-**Weights.** The sample model's PyTorch checkpoint is not in the repository, only its
-ONNX export. ``load_onnx_weights`` rebuilds the checkpoint from the export: parameters
-the exporter kept by name are copied; linear weights it stored transposed are found
-through the ONNX nodes' ``pkg.torch.onnx.fx_node`` metadata (which names the parameter)
-and transposed back; the five Swin relative-position-bias tables, which the exporter
-folded into gathered ``[heads, 64, 64]`` biases, are scattered back through the model's
-own ``relative_position_index``; the level embeddings and query embeddings, folded into
-reshaped constants, are copied from them. ``check_weights`` then runs one frame through
-PyTorch and ONNX Runtime and reports the largest logit difference (the run fails above
-1e-3; expect ~1e-5). So "same weights" means: the exact float32 values of the export.
+**Weights.** The sample model's PyTorch checkpoint, ``samples/models/shapes-m2f/``
+(``save_pretrained``), the one ``samples/models/shapes-m2f.onnx`` was exported from.
+``check_weights`` runs the first frame through PyTorch and ONNX Runtime and reports the
+largest logit difference (the run fails above 1e-3; expect ~1e-5): "same network" is checked,
+not assumed.
 
 Commands::
 
@@ -51,103 +46,30 @@ sys.path.insert(0, HERE)
 
 VIDEO = os.path.join(ROOT, "samples", "shapes.mp4")
 ONNX = os.path.join(ROOT, "samples", "models", "shapes-m2f.onnx")
+CHECKPOINT = os.path.join(ROOT, "samples", "models", "shapes-m2f")
 
 STAGES = ["decode", "preprocess", "inference", "postprocess", "overlay", "encode", "json"]
 
 
-# ---------------------------------------------------------------- weights from ONNX
+# ---------------------------------------------------------------- the model
 
-def load_onnx_weights(model, onnx_path: str) -> dict:
-    """Copy the export's weights into ``model`` (see the module docstring). Returns a
-    summary: how many parameters came by which route."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    m = onnx.load(onnx_path)
-    tens = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    sd = model.state_dict()
-    new = {}
-    routes = {"named": 0, "linear_transposed": 0, "relative_bias": 0, "folded_embedding": 0}
-    for k in sd:
-        if "m." + k in tens:
-            new[k] = torch.from_numpy(tens["m." + k].copy())
-            routes["named"] += 1
-    under = {"p_m_" + k.replace(".", "_"): k for k in sd}
-    for n in m.graph.node:
-        if n.op_type not in ("MatMul", "Gemm"):
-            continue
-        fx = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.fx_node"), "")
-        if "aten.linear" not in fx:
-            continue
-        w = next((x for x in n.input if x in tens and not x.startswith("m.")), None)
-        toks = [under[t] for t in re.findall(r"%(p_m_[A-Za-z0-9_]+)", fx) if t in under]
-        toks = [t for t in toks if t.endswith(".weight") and t not in new]
-        if w is None or len(toks) != 1:
-            continue
-        val = tens[w]
-        p = sd[toks[0]]
-        if tuple(val.T.shape) == tuple(p.shape):
-            new[toks[0]] = torch.from_numpy(val.T.copy())
-            routes["linear_transposed"] += 1
-    # GroupNorm scales and shifts, stored as [C, 1, 1] constants of a Mul / Add.
-    for n in m.graph.node:
-        if n.op_type not in ("Mul", "Add"):
-            continue
-        fx = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.fx_node"), "")
-        if "aten.group_norm" not in fx:
-            continue
-        toks = [under[t] for t in re.findall(r"%(p_m_[A-Za-z0-9_]+)", fx) if t in under]
-        want = ".weight" if n.op_type == "Mul" else ".bias"
-        toks = [t for t in toks if t.endswith(want) and t not in new]
-        vals = [x for x in n.input if x in tens and not x.startswith("m.")]
-        if len(toks) == 1 and len(vals) == 1 and tens[vals[0]].size == sd[toks[0]].numel():
-            new[toks[0]] = torch.from_numpy(tens[vals[0]].reshape(tuple(sd[toks[0]].shape)).copy())
-            routes["group_norm"] = routes.get("group_norm", 0) + 1
-    # Swin relative position bias tables, folded into gathered [heads, 64, 64] biases.
-    tables = [k for k in sd if k.endswith("relative_position_bias_table")]
-    gathered = [t for t in ("unsqueeze", "index_1", "index_2", "index_3", "index_4") if t in tens]
-    if len(tables) == len(gathered):
-        for k, g in zip(tables, gathered):
-            mod = model.get_submodule(k.rsplit(".", 1)[0])
-            idx = getattr(mod, "relative_position_index", None)
-            if idx is None:
-                continue
-            idx = idx.reshape(-1).cpu().numpy()
-            heads = sd[k].shape[1]
-            val = tens[g].reshape(-1, heads) if tens[g].ndim == 2 else tens[g].reshape(heads, -1).T
-            table = np.zeros(tuple(sd[k].shape), np.float32)
-            table[idx] = val
-            new[k] = torch.from_numpy(table)
-            routes["relative_bias"] += 1
-    folded = {
-        "model.pixel_level_module.decoder.level_embed": ["view_103", "view_104", "view_105"],
-        "model.transformer_module.level_embed.weight": ["unsqueeze_68", "unsqueeze_76", "unsqueeze_84"],
-        "model.transformer_module.queries_embedder.weight": ["val_2481"],
-        "model.transformer_module.queries_features.weight": ["val_2485"],
-    }
-    for k, names in folded.items():
-        if k in sd and k not in new and all(n in tens for n in names):
-            arr = np.concatenate([tens[n].reshape(-1, sd[k].shape[-1]) for n in names], 0)
-            if arr.shape == tuple(sd[k].shape):
-                new[k] = torch.from_numpy(arr.copy())
-                routes["folded_embedding"] += 1
-    missing = [k for k in sd if k not in new and not k.endswith(("relative_position_index", "empty_weight"))
-               and "swin.layernorm" not in k]
-    model.load_state_dict(new, strict=False)
-    routes["left_at_init"] = missing
-    return routes
-
-
-def build_model(onnx_path: str):
+def build_model(checkpoint: str):
+    """The sample's PyTorch checkpoint (``save_pretrained`` folder), eager attention as in
+    training and export."""
     import torch
     from transformers import Mask2FormerForUniversalSegmentation
-    import train_sample
 
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        raise SystemExit(f"error: {checkpoint} is not a checkpoint folder (no config.json)")
     torch.manual_seed(0)
-    model = Mask2FormerForUniversalSegmentation(train_sample.build_config()).eval()
-    routes = load_onnx_weights(model, onnx_path)
-    return model, routes
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    return model, {"checkpoint": os.path.relpath(checkpoint, ROOT)}
+
+
+def input_size(checkpoint: str) -> tuple[int, int]:
+    with open(os.path.join(checkpoint, "preprocessor_config.json")) as f:
+        size = json.load(f)["size"]
+    return int(size["height"]), int(size["width"])
 
 
 def check_weights(model, onnx_path: str, pixel_values: np.ndarray, threads: int) -> dict:
@@ -208,13 +130,11 @@ def start_encoder(path: str, w: int, h: int, fps: str) -> subprocess.Popen:
         stdin=subprocess.PIPE, bufsize=0)
 
 
-def make_processor():
-    import shapes
+def make_processor(checkpoint: str):
+    """transformers' image processor as the checkpoint's preprocessor_config.json sets it up
+    (what a transformers user loads with ``from_pretrained``)."""
     import transformers
-    kw = dict(do_resize=True, size={"height": 288, "width": 512}, do_rescale=True, rescale_factor=1 / 255,
-              do_normalize=True, image_mean=list(shapes.IMAGENET_MEAN), image_std=list(shapes.IMAGENET_STD),
-              ignore_index=255, num_labels=shapes.NUM_CLASSES, do_pad=False)
-    return transformers.Mask2FormerImageProcessor(**kw)
+    return transformers.Mask2FormerImageProcessor.from_pretrained(checkpoint)
 
 
 def overlay(frame: np.ndarray, seg: np.ndarray, segments: list, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -262,8 +182,8 @@ def bench(a) -> dict:
     torch.set_num_threads(a.threads)
     started = time.time()
     load = os.getloadavg()
-    model, routes = build_model(a.onnx)
-    proc = make_processor()
+    model, routes = build_model(a.checkpoint)
+    proc = make_processor(a.checkpoint)
     labels = shapes.LABELS
     colors = np.asarray([l["color"] for l in labels], np.float32)
     stuff = set(shapes.STUFF_IDS)
@@ -378,8 +298,9 @@ def pq_run(a) -> dict:
     from test_run_pq import detectron2_panoptic
 
     torch.set_num_threads(a.threads)
-    model, routes = build_model(a.onnx)
-    proc = make_processor()
+    model, routes = build_model(a.checkpoint)
+    proc = make_processor(a.checkpoint)
+    H, W = input_size(a.checkpoint)
     gt = json.load(open(os.path.join(ROOT, "samples", "gt", "panoptic.json")))
     cats = pq.load_categories(gt)
     anns = {x["image_id"]: x for x in gt["annotations"]}
@@ -395,14 +316,21 @@ def pq_run(a) -> dict:
         if raw is None or (a.max_frames and i >= a.max_frames):
             break
         frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
-        pv = shapes.normalize(shapes.resize_rgb(frame, 288, 512))[None]
+        # The input segstream feeds (fit, pad): this reference checks post-processing, so both
+        # sides see the same network input.
+        pv, (vh, vw) = shapes.model_input(frame, H, W)
+        pv = pv[None]
         if check is None:
             check = check_weights(model, a.onnx, pv, a.threads)
         with torch.inference_mode():
             out = model(pixel_values=torch.from_numpy(pv))
         c, m = out.class_queries_logits, out.masks_queries_logits
         gt_ids = pq.read_id_png(os.path.join(gt_dir, anns[i]["file_name"]))
-        ids, segs = detectron2_panoptic(c[0], m[0], (288, 512), (288, 512), (h, w), things)
+        ids, segs = detectron2_panoptic(c[0], m[0], (H, W), (vh, vw), (h, w), things)
+        # transformers' post-processing stretches whatever it gets over the frame: give it
+        # the masks without the padding (exact when the valid size is a multiple of 4)
+        mh, mw = m.shape[-2:]
+        m = m[..., : -(-vh * mh // H), : -(-vw * mw // W)]
         d2 += pq.pq_image(gt_ids, anns[i]["segments_info"], ids, segs, cats)
         res = proc.post_process_panoptic_segmentation(
             types.SimpleNamespace(class_queries_logits=c, masks_queries_logits=m), threshold=0.8,
@@ -423,7 +351,8 @@ def pq_run(a) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", default=VIDEO)
-    ap.add_argument("--onnx", default=ONNX, help="the export whose weights the PyTorch model takes")
+    ap.add_argument("--checkpoint", default=CHECKPOINT, help="the PyTorch checkpoint (save_pretrained folder)")
+    ap.add_argument("--onnx", default=ONNX, help="its ONNX export (the weights check compares the two)")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)

@@ -543,6 +543,24 @@ def resize_ids(ids: np.ndarray, height: int, width: int) -> np.ndarray:
     return ids[ry][:, rx]
 
 
+def fit_size(frame_h: int, frame_w: int, height: int, width: int) -> tuple[int, int]:
+    """Size of a frame_h x frame_w frame resized to fit height x width keeping its aspect ratio
+    (segstream's preprocess, src/preprocess.rs ``fit_size``): scale = min(H/h, W/w), each side
+    rounded half up and clamped to 1..H / 1..W."""
+    scale = min(height / frame_h, width / frame_w)
+    return (min(max(int(np.floor(frame_h * scale + 0.5)), 1), height),
+            min(max(int(np.floor(frame_w * scale + 0.5)), 1), width))
+
+
+def model_input(rgb: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """What segstream feeds the network: the frame resized to fit (PIL bilinear), normalized,
+    zero-padded bottom/right to height x width. Returns (float32 3xHxW, (valid_h, valid_w))."""
+    vh, vw = fit_size(rgb.shape[0], rgb.shape[1], height, width)
+    pix = np.zeros((3, height, width), np.float32)
+    pix[:, :vh, :vw] = normalize(rgb if (vh, vw) == rgb.shape[:2] else resize_rgb(rgb, vh, vw))
+    return pix, (vh, vw)
+
+
 def normalize(rgb: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 -> float32 3xHxW, rescaled by 1/255 and normalized with ImageNet mean/std."""
     x = rgb.astype(np.float32) / 255.0
@@ -552,7 +570,7 @@ def normalize(rgb: np.ndarray) -> np.ndarray:
 
 def training_arrays(seed: Sequence[int] | int, height: int = 288, width: int = 512,
                     clip_frames: int = 60, frame: int | None = None,
-                    clip: "Clip | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    clip: "Clip | None" = None, fit: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compact training sample: frame ``frame`` (default: drawn from the seed) of the 640x360 clip
     ``seed`` (or of ``clip``, a cached ``Clip(seed, num_frames=clip_frames)``), resized to
     ``height`` x ``width``. Returns (rgb HxWx3 uint8, index map HxW uint8 -- the position of the
@@ -562,8 +580,13 @@ def training_arrays(seed: Sequence[int] | int, height: int = 288, width: int = 5
     if frame is None:
         frame = int(_rng(_entropy(seed), 2).integers(0, clip.num_frames))
     fr = clip.frame(frame)
-    rgb = resize_rgb(fr.rgb, height, width)
-    small = resize_ids(fr.ids, height, width)
+    # fit: resized keeping the aspect ratio and padded bottom/right as segstream feeds the
+    # network (padding: rgb 0 -- the trainer zeroes it after normalization --, index VOID)
+    vh, vw = fit_size(*fr.ids.shape, height, width) if fit else (height, width)
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:vh, :vw] = resize_rgb(fr.rgb, vh, vw)
+    small = np.zeros((height, width), fr.ids.dtype)
+    small[:vh, :vw] = resize_ids(fr.ids, vh, vw)
     index = np.full((height, width), 255, dtype=np.uint8)
     classes = []
     for s in fr.segments:

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Train the small sample Mask2Former on synthetic "shapes" frames generated on the fly.
 
-    python engines/train_sample.py --out out/shapes-m2f            # CPU: 1000 steps, ~1 h on 2 idle cores
+    python engines/train_sample.py --out out/shapes-m2f            # CPU: 3400 steps, ~52 min on 2 idle cores
     python engines/train_sample.py --out out/shapes-m2f --device cuda --steps 6000 --batch-size 16 \\
-        --lr 4e-4 --warmup 200 --workers 14 --log-every 50 --time-budget-s 390
+        --workers 14 --log-every 50 --time-budget-s 390
 
-The model is transformers' ``Mask2FormerForUniversalSegmentation`` (Swin backbone, small
-widths, trained from scratch) with its built-in loss (Hungarian matching, class + mask + dice
-losses, auxiliary losses per decoder layer). Input: a 640x360 frame resized to exactly
-288x512 (no padding), rescaled by 1/255 and normalized with the ImageNet mean/std.
+The model is transformers' ``Mask2FormerForUniversalSegmentation`` (a small ResNet backbone
+by default, or Swin; small widths; trained from scratch) with its built-in loss (Hungarian
+matching, class + mask + dice losses, auxiliary losses per decoder layer). Input: the 640x360
+frame fed as segstream feeds it -- resized to fit 160x288 keeping the aspect ratio (160x284),
+rescaled by 1/255, normalized with the ImageNet mean/std, zero-padded on the right.
 
 Sample k is a frame of training clip ``(shapes.TRAIN_TAG, --seed, k // 2)``, a seed space disjoint
 from the sample video (seed 7) and from the held-out set ``(shapes.HELDOUT_TAG, ...)``; sample
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 
 import shapes  # noqa: E402
 
-INPUT_H, INPUT_W = 288, 512
+INPUT_H, INPUT_W = 160, 288
 
 
 def die(msg: str) -> None:
@@ -48,24 +49,27 @@ def die(msg: str) -> None:
 
 def build_config(num_queries: int = 20, hidden: int = 96, embed_dim: int = 48,
                  depths=(1, 1, 2, 1), encoder_layers: int = 2, decoder_layers: int = 4,
-                 train_num_points: int = 4096):
-    """The small Mask2Former config (long-standing transformers APIs only)."""
-    from transformers import Mask2FormerConfig, SwinConfig
+                 train_num_points: int = 4096, backbone: str = "swin", widths=(32, 64, 128, 256),
+                 size: tuple[int, int] | None = None):
+    """The small Mask2Former config (long-standing transformers APIs only). ``backbone`` "swin"
+    (window attention; ``embed_dim``, ``depths``) or "resnet" (basic residual blocks; ``widths``,
+    ``depths``): Mask2Former reads any backbone's four feature maps (strides 4..32)."""
+    from transformers import Mask2FormerConfig, ResNetConfig, SwinConfig
 
-    heads = [max(1, embed_dim * 2 ** i // 24) for i in range(4)]  # 24-dim heads
-    backbone = SwinConfig(
-        image_size=[INPUT_H, INPUT_W],
-        patch_size=4,
-        embed_dim=embed_dim,
-        depths=list(depths),
-        num_heads=heads,
-        window_size=8,
-        drop_path_rate=0.0,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
+    h, w = size or (INPUT_H, INPUT_W)
+    outs = ["stage1", "stage2", "stage3", "stage4"]
+    if backbone == "swin":
+        heads = [max(1, embed_dim * 2 ** i // 24) for i in range(4)]  # 24-dim heads
+        bb = SwinConfig(image_size=[h, w], patch_size=4, embed_dim=embed_dim, depths=list(depths),
+                        num_heads=heads, window_size=8, drop_path_rate=0.0, out_features=outs)
+    elif backbone == "resnet":
+        bb = ResNetConfig(embedding_size=widths[0], hidden_sizes=list(widths), depths=list(depths),
+                          layer_type="basic", out_features=outs)
+    else:
+        raise ValueError(f"unknown backbone {backbone!r} (swin or resnet)")
     id2label = {l["id"]: l["name"] for l in shapes.LABELS}
     cfg = Mask2FormerConfig(
-        backbone_config=backbone,
+        backbone_config=bb,
         feature_size=hidden,
         mask_feature_size=hidden,
         hidden_dim=hidden,
@@ -89,8 +93,10 @@ class ShapesDataset:
     with ``f_k`` drawn from ``(TRAIN_TAG, seed, k)``: consecutive items share a clip (its
     background is built once per worker), and item k never depends on the worker count."""
 
-    def __init__(self, seed: int, length: int, per_clip: int = 2, clip_frames: int = 90):
+    def __init__(self, seed: int, length: int, per_clip: int = 2, clip_frames: int = 90,
+                 size: tuple[int, int] = (INPUT_H, INPUT_W)):
         self.seed = seed
+        self.size = size
         self.length = length
         self.per_clip = per_clip
         self.clip_frames = clip_frames
@@ -107,7 +113,7 @@ class ShapesDataset:
         if self._clip is None or tuple(self._clip.seed) != cseed:
             self._clip = shapes.Clip(cseed, num_frames=self.clip_frames)
         f = int(np.random.default_rng(list(shapes.train_seed(self.seed, k))).integers(0, self.clip_frames))
-        rgb, index, classes = shapes.training_arrays(cseed, INPUT_H, INPUT_W, frame=f, clip=self._clip)
+        rgb, index, classes = shapes.training_arrays(cseed, *self.size, frame=f, clip=self._clip, fit=True)
         return torch.from_numpy(rgb), torch.from_numpy(index), torch.from_numpy(classes)
 
 
@@ -116,14 +122,18 @@ def collate(items):
     return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
 
 
-def to_model_inputs(rgb, index, classes, device):
-    """uint8 batch -> pixel_values (rescale 1/255, ImageNet mean/std), mask_labels, class_labels."""
+def to_model_inputs(rgb, index, classes, device, valid=None):
+    """uint8 batch -> pixel_values (rescale 1/255, ImageNet mean/std; zero outside the ``valid``
+    (h, w) top-left region, as segstream pads), mask_labels, class_labels."""
     import torch
     mean = torch.tensor(shapes.IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(shapes.IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     rgb = rgb.to(device, non_blocking=True)
     index = index.to(device, non_blocking=True)
     pix = (rgb.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    if valid is not None:
+        pix[:, :, valid[0]:] = 0.0
+        pix[:, :, :, valid[1]:] = 0.0
     masks, labels = [], []
     for b, c in enumerate(classes):
         k = torch.arange(len(c), device=device, dtype=torch.uint8)
@@ -140,10 +150,13 @@ def lr_at(progress: float, base: float, step: int, warmup_steps: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def save_preprocessor(out: str) -> None:
-    """preprocessor_config.json: exact resize to 288x512 (no padding), 1/255, ImageNet mean/std."""
+def save_preprocessor(out: str, size: tuple[int, int] = (INPUT_H, INPUT_W)) -> None:
+    """preprocessor_config.json: resize to ``size``, 1/255, ImageNet mean/std. transformers'
+    processor has no fit-and-pad resize (its shortest/longest-edge mode rounds the result up to
+    ``size_divisor``, i.e. stretches), so this says "exact resize": for 640x360 frames at
+    160x288 that is a 1.4 % horizontal stretch against the letterbox the model was trained on."""
     import transformers
-    kw = dict(do_resize=True, size={"height": INPUT_H, "width": INPUT_W}, do_rescale=True, rescale_factor=1 / 255,
+    kw = dict(do_resize=True, size={"height": size[0], "width": size[1]}, do_rescale=True, rescale_factor=1 / 255,
               do_normalize=True, image_mean=list(shapes.IMAGENET_MEAN), image_std=list(shapes.IMAGENET_STD),
               ignore_index=255, num_labels=shapes.NUM_CLASSES, do_pad=False)
     for name in ("Mask2FormerImageProcessorPil", "Mask2FormerImageProcessor"):
@@ -163,27 +176,44 @@ def parse_args(argv=None):
     ap.add_argument("--out", required=True, help="output folder (checkpoint, train_log.json)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
     ap.add_argument("--init", help="continue training from this checkpoint folder instead of a fresh model")
-    ap.add_argument("--steps", type=int, default=1000,
+    ap.add_argument("--steps", type=int, default=3400,
                     help="optimizer steps (the default fits in about an hour on 2 idle CPU cores; see engines/README.md)")
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=4e-4, help="peak AdamW learning rate")
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate")
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     ap.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (model init and training clips)")
-    ap.add_argument("--workers", type=int, default=0, help="data-generation worker processes (0: in the main process)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="data-generation worker processes (0: in the main process; the result does not depend on it)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--time-budget-s", type=float, default=0.0,
                     help="stop cleanly, saving the checkpoint, when this much wall time has passed (0: no limit)")
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA (off by default)")
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--size", default=f"{INPUT_H}x{INPUT_W}", help="network input HxW (multiples of 32)")
+    ap.add_argument("--backbone", default="resnet", choices=["swin", "resnet"],
+                    help="resnet (basic residual blocks; learns these scenes much faster from scratch) or swin")
+    ap.add_argument("--depths", help="backbone blocks per stage, e.g. 1,1,2,1 (swin default) or 1,1,1,1 (resnet default)")
+    ap.add_argument("--widths", default="32,64,128,256", help="resnet channels per stage")
     ap.add_argument("--num-queries", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=96, help="hidden_dim = feature_size = mask_feature_size")
     ap.add_argument("--embed-dim", type=int, default=48, help="Swin embed_dim")
     ap.add_argument("--decoder-layers", type=int, default=4, help="Mask2Former decoder_layers (masked-attention layers + 1)")
     ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
-    ap.add_argument("--train-num-points", type=int, default=4096, help="points sampled per mask in the loss")
+    ap.add_argument("--train-num-points", type=int, default=1024, help="points sampled per mask in the loss")
     a = ap.parse_args(argv)
+    try:
+        a.size = tuple(int(v) for v in a.size.lower().split("x"))
+        a.widths = tuple(int(v) for v in a.widths.split(","))
+        a.depths = tuple(int(v) for v in a.depths.split(",")) if a.depths else \
+            ((1, 1, 2, 1) if a.backbone == "swin" else (1, 1, 1, 1))
+    except ValueError:
+        die(f"--size must be HxW and --widths/--depths comma-separated integers")
+    if len(a.size) != 2 or min(a.size) < 32 or a.size[0] % 32 or a.size[1] % 32:
+        die(f"--size must be HxW with multiples of 32, got {'x'.join(map(str, a.size))}")
+    if len(a.depths) != 4 or len(a.widths) != 4 or min(a.depths + a.widths) < 1:
+        die("--depths and --widths need 4 positive values (one per backbone stage)")
     if a.steps < 1:
         die(f"--steps must be >= 1, got {a.steps}")
     if a.batch_size < 1:
@@ -236,8 +266,9 @@ def main(argv=None) -> int:
 
     os.makedirs(a.out, exist_ok=True)
     transformers.logging.set_verbosity_error()
-    cfg = build_config(a.num_queries, a.hidden, a.embed_dim, encoder_layers=a.encoder_layers,
-                       decoder_layers=a.decoder_layers, train_num_points=a.train_num_points)
+    cfg = build_config(a.num_queries, a.hidden, a.embed_dim, depths=a.depths, encoder_layers=a.encoder_layers,
+                       decoder_layers=a.decoder_layers, train_num_points=a.train_num_points,
+                       backbone=a.backbone, widths=a.widths, size=a.size)
     if a.init:
         # Continue from an earlier checkpoint (its architecture wins over the size flags).
         model = Mask2FormerForUniversalSegmentation.from_pretrained(a.init, attn_implementation="eager").to(device)
@@ -258,14 +289,15 @@ def main(argv=None) -> int:
     if workers and os.path.isdir("/dev/shm"):
         # worker batches travel through /dev/shm: keep the prefetched ones (2 per worker) well inside it
         import shutil
-        batch_bytes = a.batch_size * INPUT_H * INPUT_W * 4 + 4096
+        batch_bytes = a.batch_size * a.size[0] * a.size[1] * 4 + 4096
         free = shutil.disk_usage("/dev/shm").free
         fit = int(free // (3 * 2 * batch_bytes))
         if fit < workers:
             print(f"warning: /dev/shm has {free / 1e6:.0f} MB free; using {max(fit, 0)} data workers "
                   f"instead of {workers}", file=sys.stderr)
             workers = max(fit, 0)
-    ds = ShapesDataset(a.seed, a.steps * a.batch_size)
+    valid = shapes.fit_size(shapes.REF_H, shapes.REF_W, *a.size)  # the frame's part of the padded input
+    ds = ShapesDataset(a.seed, a.steps * a.batch_size, size=a.size)
     dl = torch.utils.data.DataLoader(
         ds, batch_size=a.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         persistent_workers=False, prefetch_factor=2 if workers else None,
@@ -274,7 +306,7 @@ def main(argv=None) -> int:
     log = {"args": vars(a), "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "device": str(device),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-           "params": n_params, "input": [INPUT_H, INPUT_W], "train_seeds": f"(TRAIN_TAG={shapes.TRAIN_TAG}, {a.seed}, k)",
+           "params": n_params, "input": list(a.size), "train_seeds": f"(TRAIN_TAG={shapes.TRAIN_TAG}, {a.seed}, k)",
            "workers": workers, "loss": [], "stopped": "steps"}
     print(f"model: {n_params / 1e6:.2f} M parameters, device {device}, batch {a.batch_size}, "
           f"steps {a.steps}, workers {workers}", file=sys.stderr)
@@ -297,7 +329,7 @@ def main(argv=None) -> int:
             lr = lr_at(progress, a.lr, step, a.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
-            pix, masks, classes = to_model_inputs(rgb, index, classes, device)
+            pix, masks, classes = to_model_inputs(rgb, index, classes, device, valid)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=a.amp):
                 out = model(pixel_values=pix, mask_labels=masks, class_labels=classes)
             loss = out.loss
@@ -338,7 +370,7 @@ def main(argv=None) -> int:
     model.eval()
     model.to("cpu")
     model.save_pretrained(a.out)
-    save_preprocessor(a.out)
+    save_preprocessor(a.out, a.size)
     with open(os.path.join(a.out, "train_log.json"), "w") as f:
         json.dump(log, f, indent=2)
     print(f"saved {a.out} after {step} steps ({log['stopped']}), {log['wall_s']:.0f} s", file=sys.stderr)

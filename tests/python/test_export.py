@@ -373,7 +373,7 @@ def test_golden_cases_complete():
 
     cases = sorted(p for p in GOLDEN.iterdir() if p.is_dir())
     assert len(cases) >= 4
-    # The random-model cases stay small; the ten sample-model cases (288x512 logits) add ~13 MB.
+    # The random-model cases stay small; the ten sample-model cases (160x288 logits) add ~5 MB.
     total = sum(f.stat().st_size for c in cases if c.name.startswith("random-") for f in c.rglob("*") if f.is_file())
     assert total < 3_000_000, f"random-model golden cases hold {total} bytes"
     total = sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file())
@@ -400,3 +400,25 @@ def test_golden_cases_complete():
         stuff = set(meta["thresholds"]["label_ids_to_fuse"])
         assert any(s["label_id"] not in stuff for s in pan) and any(s["label_id"] in stuff for s in pan), c.name
         assert len(json.loads((c / "instance.json").read_text())["segments_info"]) >= 2, c.name
+
+
+def test_sample_checkpoint_reproduces_golden_logits():
+    """The committed sample checkpoint (samples/models/shapes-m2f/, the one the ONNX file and
+    the shapes-f* golden cases were made from) gives the golden logits again from the golden
+    pixel_values (tests/segmenter.rs checks the ONNX file against the same logits)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    ckpt = ROOT / "samples" / "models" / "shapes-m2f"
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(ckpt, attn_implementation="eager").eval()
+    cases = sorted(c for c in GOLDEN.glob("shapes-f*") if (c / "pixel_values.npy").is_file())
+    assert len(cases) >= 2
+    for c in cases:
+        meta = json.loads((c / "meta.json").read_text())
+        assert meta["produced_by"]["checkpoint"].rstrip("/").endswith("samples/models/shapes-m2f"), meta["produced_by"]
+        x = np.load(c / "pixel_values.npy")
+        with torch.no_grad():
+            o = model(pixel_values=torch.from_numpy(x))
+        e_cls = rel_err(o.class_queries_logits.numpy()[0], np.load(c / "class_queries_logits.npy"))
+        e_mask = rel_err(o.masks_queries_logits.numpy()[0], np.load(c / "masks_queries_logits.npy"))
+        print(f"{c.name}: relative error class {e_cls:.2e}, masks {e_mask:.2e}")
+        assert e_cls <= 1e-4 and e_mask <= 1e-4, c.name

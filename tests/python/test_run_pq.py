@@ -4,7 +4,7 @@ truth, has the same PQ (within 0.01) as the reference pipeline on the same decod
 Reference: the same network (the committed ONNX export, which reproduces the PyTorch
 checkpoint's logits to ~3e-7 relative error — tests/segmenter.rs checks that on the golden
 frames) fed the way transformers users feed it (PIL bilinear resize, ImageNet normalize),
-post-processed two ways, thresholds 0.8 / mask 0.5 / overlap 0.8, stuff merged:
+post-processed two ways with the card's input size and thresholds, stuff merged:
 
 - detectron2's `panoptic_inference` after `sem_seg_postprocess` (transcribed below in torch),
   the semantics segstream follows by default: PQ must agree within 0.01;
@@ -33,6 +33,7 @@ import shapes  # noqa: E402
 
 VIDEO = os.path.join(ROOT, "samples", "shapes.mp4")
 MODEL = os.path.join(ROOT, "samples", "models", "shapes-m2f.onnx")
+CARD = os.path.join(ROOT, "samples", "models", "shapes-m2f.json")
 GT_JSON = os.path.join(ROOT, "samples", "gt", "panoptic.json")
 GT_DIR = os.path.join(ROOT, "samples", "gt", "panoptic")
 
@@ -117,7 +118,13 @@ def test_run_json_pq_matches_reference(tmp_path):
         a = anns[r["frame"]]
         ours += pq.pq_image(pq.read_id_png(os.path.join(GT_DIR, a["file_name"])), a["segments_info"], ids, segs, cats)
 
-    # Reference on the same decoded frames.
+    # Reference on the same decoded frames, at the card's input size and thresholds (what
+    # `segstream run` uses by default).
+    card = json.load(open(CARD))
+    H, W = card["input"]["height"], card["input"]["width"]
+    thr = card["defaults"]["score_threshold"]
+    mask_thr = card["defaults"]["mask_threshold"]
+    overlap = card["defaults"]["overlap_threshold"]
     frames = decode_rgb(VIDEO, w, h, tmp_path)
     assert len(frames) == len(anns)
     so = ort.SessionOptions()
@@ -129,11 +136,11 @@ def test_run_json_pq_matches_reference(tmp_path):
     d2 = pq.PQStat()
     things = {c for c, v in cats.items() if v.get("isthing")}
     for i, f in enumerate(frames):
-        pix = shapes.normalize(shapes.resize_rgb(f, 288, 512))[None]
+        pix = shapes.normalize(shapes.resize_rgb(f, H, W))[None]
         c, m = sess.run(["class_queries_logits", "masks_queries_logits"], {"pixel_values": pix})
         res = post.post_process_panoptic_segmentation(
             types.SimpleNamespace(class_queries_logits=torch.from_numpy(c), masks_queries_logits=torch.from_numpy(m)),
-            threshold=0.8, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
+            threshold=thr, mask_threshold=mask_thr, overlap_mask_area_threshold=overlap,
             label_ids_to_fuse=set(shapes.STUFF_IDS), target_sizes=[(h, w)])[0]
         seg = res["segmentation"].numpy()
         ids = np.clip(np.rint(seg), 0, None).astype(np.uint32)
@@ -143,7 +150,8 @@ def test_run_json_pq_matches_reference(tmp_path):
         a = anns[i]
         gt_ids = pq.read_id_png(os.path.join(GT_DIR, a["file_name"]))
         ref += pq.pq_image(gt_ids, a["segments_info"], ids, segs, cats)
-        ids, segs = detectron2_panoptic(torch.from_numpy(c[0]), torch.from_numpy(m[0]), (288, 512), (288, 512), (h, w), things)
+        ids, segs = detectron2_panoptic(torch.from_numpy(c[0]), torch.from_numpy(m[0]), (H, W), (H, W), (h, w), things,
+                                       thr=thr, mask_thr=mask_thr, overlap=overlap)
         d2 += pq.pq_image(gt_ids, a["segments_info"], ids, segs, cats)
 
     ours_pq = pq.summarize(ours, cats)["all"]["pq"]

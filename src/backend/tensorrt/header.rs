@@ -277,7 +277,7 @@ pub(crate) mod tests {
         assert_eq!(card_hash(&c), card_hash(&reparsed));
         assert_eq!(card_hash(&c).len(), 64);
         let mut changed = c.clone();
-        changed.defaults.score_threshold = 0.5;
+        changed.defaults.score_threshold = if c.defaults.score_threshold == 0.5 { 0.6 } else { 0.5 };
         assert_ne!(card_hash(&c), card_hash(&changed));
     }
 

@@ -1,0 +1,87 @@
+"""engines/train_sample.py end to end on a tiny model: it trains, saves a checkpoint that
+engines/eval_sample.py and engines/export.py's loader accept, is reproducible bit for bit for
+a seed on CPU, and feeds the network as segstream does (fit, zero padding)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "engines"))
+
+import shapes  # noqa: E402
+
+TINY = ["--size", "64x128", "--steps", "3", "--batch-size", "2", "--warmup", "1", "--workers", "0",
+        "--threads", "1", "--log-every", "1", "--hidden", "32", "--widths", "8,16,16,16",
+        "--decoder-layers", "2", "--encoder-layers", "1", "--num-queries", "8", "--train-num-points", "64"]
+
+
+def test_fit_size_matches_segstream():
+    # src/preprocess.rs fit_size: the same cases as tests/preprocess.rs, and the sample's input
+    assert shapes.fit_size(360, 640, 288, 512) == (288, 512)
+    assert shapes.fit_size(1080, 1920, 288, 512) == (288, 512)
+    assert shapes.fit_size(360, 640, 160, 288) == (160, 284)
+    assert shapes.fit_size(200, 120, 128, 128) == (128, 77)
+
+
+def test_model_input_pads_with_zeros():
+    rgb = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    pix, valid = shapes.model_input(rgb, 160, 288)
+    assert valid == (160, 284) and pix.shape == (3, 160, 288) and pix.dtype == np.float32
+    assert np.all(pix[:, :, 284:] == 0.0)
+    np.testing.assert_array_equal(pix[:, :, :284], shapes.normalize(shapes.resize_rgb(rgb, 160, 284)))
+
+
+def test_training_arrays_fit_marks_padding_void():
+    rgb, index, classes = shapes.training_arrays(shapes.train_seed(0, 1), 160, 288, fit=True)
+    assert rgb.shape == (160, 288, 3) and index.shape == (160, 288)
+    assert np.all(index[:, 284:] == 255) and np.all(rgb[:, 284:] == 0)
+    assert len(classes) >= 4 and set(np.unique(index[:, :284])) - {255} == set(range(len(classes)))
+
+
+def _train(out, *extra):
+    import train_sample
+    assert train_sample.main(["--out", str(out), *TINY, *extra]) == 0
+    with open(out / "train_log.json") as f:
+        return json.load(f)
+
+
+def test_train_tiny_resnet_reproducible_and_evaluable(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+    from safetensors.torch import load_file
+
+    log = _train(tmp_path / "a")
+    assert log["steps_done"] == 3 and log["stopped"] == "steps" and len(log["loss"]) == 3
+    assert all(np.isfinite(e["loss"]) for e in log["loss"])
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["backbone_config"]["model_type"] == "resnet" and cfg["num_queries"] == 8
+    assert cfg["thing_ids"] == list(shapes.THING_IDS)
+    pp = json.loads((tmp_path / "a" / "preprocessor_config.json").read_text())
+    assert pp["size"] == {"height": 64, "width": 128}
+
+    _train(tmp_path / "b")  # same seed: the same weights bit for bit
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    _train(tmp_path / "c", "--seed", "1")  # another seed: other weights
+    wc = load_file(tmp_path / "c" / "model.safetensors")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+    import eval_sample  # the checkpoint loads and evaluates at its own input size
+    out = tmp_path / "pq.json"
+    assert eval_sample.main(["--model", str(tmp_path / "a"), "--frames", "2", "--batch-size", "2",
+                             "--threshold", "0.0", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["meta"]["input"] == [64, 128] and res["images"] == 2
+
+
+def test_train_rejects_bad_size(tmp_path, capsys):
+    import train_sample
+    with pytest.raises(SystemExit) as e:
+        train_sample.main(["--out", str(tmp_path / "x"), "--size", "100x128"])
+    assert e.value.code == 2
+    assert "multiples of 32" in capsys.readouterr().err

@@ -66,6 +66,15 @@ def build_model(checkpoint: str):
     return model, {"checkpoint": os.path.relpath(checkpoint, ROOT)}
 
 
+def card_thresholds(onnx_path: str) -> dict:
+    """The model card's default thresholds (``<model>.json`` beside the ONNX file): what
+    ``segstream run`` uses unless told otherwise, so the reference uses them too."""
+    with open(os.path.splitext(onnx_path)[0] + ".json") as f:
+        d = json.load(f)["defaults"]
+    return {"threshold": d["score_threshold"], "mask_threshold": d["mask_threshold"],
+            "overlap_mask_area_threshold": d["overlap_threshold"]}
+
+
 def input_size(checkpoint: str) -> tuple[int, int]:
     with open(os.path.join(checkpoint, "preprocessor_config.json")) as f:
         size = json.load(f)["size"]
@@ -184,6 +193,7 @@ def bench(a) -> dict:
     load = os.getloadavg()
     model, routes = build_model(a.checkpoint)
     proc = make_processor(a.checkpoint)
+    thr = card_thresholds(a.onnx)
     labels = shapes.LABELS
     colors = np.asarray([l["color"] for l in labels], np.float32)
     stuff = set(shapes.STUFF_IDS)
@@ -228,8 +238,7 @@ def bench(a) -> dict:
             outputs = model(pixel_values=inputs["pixel_values"])
         t2 = time.perf_counter()
         res = proc.post_process_panoptic_segmentation(
-            outputs, threshold=0.8, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
-            label_ids_to_fuse=stuff, target_sizes=[(h, w)])[0]
+            outputs, **thr, label_ids_to_fuse=stuff, target_sizes=[(h, w)])[0]
         seg = res["segmentation"].numpy()
         segments = res["segments_info"]
         t3 = time.perf_counter()
@@ -301,6 +310,7 @@ def pq_run(a) -> dict:
     model, routes = build_model(a.checkpoint)
     proc = make_processor(a.checkpoint)
     H, W = input_size(a.checkpoint)
+    thr = card_thresholds(a.onnx)
     gt = json.load(open(os.path.join(ROOT, "samples", "gt", "panoptic.json")))
     cats = pq.load_categories(gt)
     anns = {x["image_id"]: x for x in gt["annotations"]}
@@ -326,15 +336,16 @@ def pq_run(a) -> dict:
             out = model(pixel_values=torch.from_numpy(pv))
         c, m = out.class_queries_logits, out.masks_queries_logits
         gt_ids = pq.read_id_png(os.path.join(gt_dir, anns[i]["file_name"]))
-        ids, segs = detectron2_panoptic(c[0], m[0], (H, W), (vh, vw), (h, w), things)
+        ids, segs = detectron2_panoptic(c[0], m[0], (H, W), (vh, vw), (h, w), things, thr=thr["threshold"],
+                                        mask_thr=thr["mask_threshold"], overlap=thr["overlap_mask_area_threshold"])
         # transformers' post-processing stretches whatever it gets over the frame: give it
         # the masks without the padding (exact when the valid size is a multiple of 4)
         mh, mw = m.shape[-2:]
         m = m[..., : -(-vh * mh // H), : -(-vw * mw // W)]
         d2 += pq.pq_image(gt_ids, anns[i]["segments_info"], ids, segs, cats)
         res = proc.post_process_panoptic_segmentation(
-            types.SimpleNamespace(class_queries_logits=c, masks_queries_logits=m), threshold=0.8,
-            mask_threshold=0.5, overlap_mask_area_threshold=0.8, label_ids_to_fuse=set(shapes.STUFF_IDS),
+            types.SimpleNamespace(class_queries_logits=c, masks_queries_logits=m), **thr,
+            label_ids_to_fuse=set(shapes.STUFF_IDS),
             target_sizes=[(h, w)])[0]
         ids = np.clip(np.rint(res["segmentation"].numpy()), 0, None).astype(np.uint32)
         present = set(np.unique(ids).tolist())

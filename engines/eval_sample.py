@@ -185,6 +185,36 @@ def model_size(model: str | None, onnx: str | None) -> tuple[int, int] | None:
     return None
 
 
+def add_confusion(table: dict, gt_ids: np.ndarray, gt_segs: list, pred_ids: np.ndarray, pred_segs: list) -> None:
+    """Counts (true class, predicted class or None) over the ground-truth things: a thing's
+    prediction is the predicted segment, of any class, with IoU > 0.5 (unique when it exists)."""
+    pred_cat = {s["id"]: s["category_id"] for s in pred_segs}
+    pred_area = {i: int((pred_ids == i).sum()) for i in pred_cat}
+    for g in gt_segs:
+        if g["category_id"] not in shapes.THING_IDS:
+            continue
+        m = gt_ids == g["id"]
+        area = int(m.sum())
+        got = None
+        hits, counts = np.unique(pred_ids[m], return_counts=True)
+        for i, inter in zip(hits.tolist(), counts.tolist()):
+            if i in pred_cat and inter / (area + pred_area[i] - inter) > 0.5:
+                got = pred_cat[i]
+        key = (g["category_id"], got)
+        table[key] = table.get(key, 0) + 1
+
+
+def format_confusion(table: dict) -> str:
+    names = {l["id"]: l["name"] for l in shapes.LABELS}
+    cols = list(shapes.THING_IDS) + sorted(set(p for _, p in table if p is not None and p not in shapes.THING_IDS)) + [None]
+    head = "true \\ predicted (IoU > 0.5) | " + " | ".join(names.get(c, "none") if c is not None else "none" for c in cols)
+    rows = [head]
+    for g in shapes.THING_IDS:
+        rows.append(f"{names[g]:<29} | " + " | ".join(f"{table.get((g, c), 0):>{len(names.get(c, 'none') if c is not None else 'none')}}"
+                                                     for c in cols))
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="PQ of the sample model on held-out synthetic shapes frames.")
     src = ap.add_mutually_exclusive_group(required=True)
@@ -202,6 +232,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mask-threshold", type=float, default=0.5)
     ap.add_argument("--overlap", type=float, default=0.8, help="overlap_mask_area_threshold")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--confusion", action="store_true",
+                    help="also print which class each ground-truth thing got: the predicted segment of any class "
+                         "with IoU > 0.5 (or none)")
     ap.add_argument("--json", help="write the figures to this JSON file")
     ap.add_argument("--keep", help="write ground truth and predictions here instead of a temporary folder")
     a = ap.parse_args(argv)
@@ -249,6 +282,7 @@ def main(argv=None) -> int:
     clips: dict = {}
     gt_anns, pred_anns, images = [], [], []
     t_model = 0.0
+    confusion: dict = {}
     t0 = time.time()
     for b0 in range(0, len(items), a.batch_size):
         batch = items[b0:b0 + a.batch_size]
@@ -281,6 +315,8 @@ def main(argv=None) -> int:
             Image.fromarray(f.panoptic_png()).save(os.path.join(gt_dir, name), compress_level=1)
             gt_anns.append(shapes.coco_annotation(f, iid, name))
             ids, segs = to_coco(r)
+            if a.confusion:
+                add_confusion(confusion, f.ids, f.segments, ids, segs)
             Image.fromarray(pq.id2rgb(ids)).save(os.path.join(pred_dir, name), compress_level=1)
             pred_anns.append({"image_id": iid, "file_name": name, "segments_info": segs})
             cseed, fi = batch[k]
@@ -300,6 +336,9 @@ def main(argv=None) -> int:
     res = pq.pq_compute(os.path.join(work, "gt.json"), os.path.join(work, "pred.json"), gt_dir, pred_dir)
     wall = time.time() - t0
     print(pq.format_table(res))
+    if a.confusion:
+        print("\n" + format_confusion(confusion))
+        res["confusion"] = {f"{g}->{p}": n for (g, p), n in sorted(confusion.items(), key=str)}
     print(f"\nmodel {path} on {a.device}: {len(items)} held-out frames (seed {a.seed}), "
           f"model time {t_model:.1f} s ({len(items) / max(t_model, 1e-9):.1f} frames/s), total {wall:.1f} s")
     if a.json:

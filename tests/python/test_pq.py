@@ -381,8 +381,15 @@ def test_eval_sample_oracle(tmp_path):
 
     out = tmp_path / "pq.json"
     assert eval_sample.main(["--oracle", "--frames", "6", "--batch-size", "3", "--json", str(out),
-                             "--keep", str(tmp_path / "work")]) == 0
+                             "--keep", str(tmp_path / "work"), "--confusion"]) == 0
     res = json.loads(out.read_text())
+    # ground-truth logits: every true thing is found with its own class (or, when tiny, not at all)
+    names = {str(c) for c in shapes.THING_IDS}
+    assert sum(res["confusion"].values()) >= 6
+    for key, n in res["confusion"].items():
+        g, p = key.split("->")
+        assert g in names and (p == g or p == "None"), (key, n)
+    assert sum(n for k, n in res["confusion"].items() if not k.endswith("None")) >= 0.9 * sum(res["confusion"].values())
     assert res["images"] == 6 and res["meta"]["kind"] == "oracle"
     assert res["all"]["n"] >= 5
     assert res["things"]["pq"] > 0.9 and res["stuff"]["pq"] > 0.9

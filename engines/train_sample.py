@@ -50,7 +50,7 @@ def die(msg: str) -> None:
 def build_config(num_queries: int = 20, hidden: int = 96, embed_dim: int = 48,
                  depths=(1, 1, 2, 1), encoder_layers: int = 2, decoder_layers: int = 4,
                  train_num_points: int = 4096, backbone: str = "swin", widths=(32, 64, 128, 256),
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, class_weight: float = 2.0):
     """The small Mask2Former config (long-standing transformers APIs only). ``backbone`` "swin"
     (window attention; ``embed_dim``, ``depths``) or "resnet" (basic residual blocks; ``widths``,
     ``depths``): Mask2Former reads any backbone's four feature maps (strides 4..32)."""
@@ -80,6 +80,7 @@ def build_config(num_queries: int = 20, hidden: int = 96, embed_dim: int = 48,
         num_attention_heads=4,
         num_queries=num_queries,
         train_num_points=train_num_points,
+        class_weight=class_weight,
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
         thing_ids=list(shapes.THING_IDS),  # isthing is not a standard config field; engines/export.py reads this
@@ -202,6 +203,7 @@ def parse_args(argv=None):
     ap.add_argument("--decoder-layers", type=int, default=4, help="Mask2Former decoder_layers (masked-attention layers + 1)")
     ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
     ap.add_argument("--train-num-points", type=int, default=1024, help="points sampled per mask in the loss")
+    ap.add_argument("--class-weight", type=float, default=2.0, help="weight of the classification loss (and matching cost)")
     a = ap.parse_args(argv)
     try:
         a.size = tuple(int(v) for v in a.size.lower().split("x"))
@@ -268,7 +270,7 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     cfg = build_config(a.num_queries, a.hidden, a.embed_dim, depths=a.depths, encoder_layers=a.encoder_layers,
                        decoder_layers=a.decoder_layers, train_num_points=a.train_num_points,
-                       backbone=a.backbone, widths=a.widths, size=a.size)
+                       backbone=a.backbone, widths=a.widths, size=a.size, class_weight=a.class_weight)
     if a.init:
         # Continue from an earlier checkpoint (its architecture wins over the size flags).
         model = Mask2FormerForUniversalSegmentation.from_pretrained(a.init, attn_implementation="eager").to(device)

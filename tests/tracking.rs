@@ -7,7 +7,7 @@
 //! sample's 11 instances: all of them).
 //!
 //! This measures the tracker alone (perfect masks in). What it gives on the sample model's
-//! own output is recorded in docs/BENCHMARKS.md (the model's thing masks are weak).
+//! own output is recorded in docs/BENCHMARKS.md (the model's thing labels are weak).
 
 mod common;
 
@@ -149,7 +149,8 @@ fn ground_truth_instances_keep_one_track_id() {
 }
 
 /// What `mask2former track=true` gives on the sample model's own output (a report, not a
-/// bar: the sample model finds things poorly, PQ_th ≈ 0.02). Each true instance is matched
+/// bar: the sample model segments things but often mislabels their shape, PQ_th ≈ 0.33;
+/// docs/BENCHMARKS.md). Each true instance is matched
 /// per frame to the predicted thing with the highest mask IoU (≥ 0.5); the report counts
 /// the instances ever matched and those whose matches all carry one track id.
 ///

@@ -38,7 +38,8 @@ from PIL import Image  # noqa: E402
 import pq  # noqa: E402
 import shapes  # noqa: E402
 
-INPUT_H, INPUT_W = 288, 512
+DEFAULT_SIZE = (288, 512)  # when neither --size nor the model says (the oracle)
+INPUT_H, INPUT_W = DEFAULT_SIZE
 
 
 def die(msg: str) -> None:
@@ -133,9 +134,7 @@ class OracleRunner:
         cls[:, :, -1] = 10.0
         masks = torch.full((n, self.q, h, w), -10.0)
         for b, f in enumerate(frames):
-            vh, vw = shapes.fit_size(*f.ids.shape, INPUT_H, INPUT_W)
-            small = np.zeros((INPUT_H, INPUT_W), f.ids.dtype)  # letterboxed as the frame
-            small[:vh, :vw] = shapes.resize_ids(f.ids, vh, vw)
+            small, _ = shapes.model_ids(f.ids, INPUT_H, INPUT_W)  # placed as the frame
             for k, s in enumerate(f.segments[: self.q]):
                 m = torch.from_numpy((small == s["id"]).astype(np.float32))
                 p = torch.nn.functional.avg_pool2d(m[None, None], 4)[0, 0].clamp(1e-4, 1 - 1e-4)
@@ -253,10 +252,8 @@ def main(argv=None) -> int:
     if a.onnx and not os.path.isfile(a.onnx):
         die(f"{a.onnx} does not exist")
 
-    global INPUT_H, INPUT_W
-    size = parse_size(a.size) if a.size else model_size(a.model, a.onnx)
-    if size:
-        INPUT_H, INPUT_W = size
+    global INPUT_H, INPUT_W  # set on every call: an earlier call in the same process may have changed it
+    INPUT_H, INPUT_W = (parse_size(a.size) if a.size else model_size(a.model, a.onnx)) or DEFAULT_SIZE
 
     import torch
     import transformers
@@ -299,11 +296,8 @@ def main(argv=None) -> int:
         t_model += time.time() - t
         # Crop the padding off the masks (as segstream's post-processing does) before
         # transformers' post-processing, which would otherwise stretch the whole padded canvas
-        # over the frame. Exact when the valid size is a multiple of 4 (640x360 at 160x288:
-        # 160x284 of the input, 40x71 of the 40x72 masks).
-        vh, vw = inputs[0][1]
-        mh, mw = mask_logits.shape[-2:]
-        mask_logits = mask_logits[..., : -(-vh * mh // INPUT_H), : -(-vw * mw // INPUT_W)]
+        # over the frame.
+        mask_logits = shapes.crop_mask_logits(mask_logits, inputs[0][1], (INPUT_H, INPUT_W))
         outs = types.SimpleNamespace(class_queries_logits=cls_logits, masks_queries_logits=mask_logits)
         results = proc.post_process_panoptic_segmentation(
             outs, threshold=a.threshold, mask_threshold=a.mask_threshold,

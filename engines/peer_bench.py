@@ -75,12 +75,6 @@ def card_thresholds(onnx_path: str) -> dict:
             "overlap_mask_area_threshold": d["overlap_threshold"]}
 
 
-def input_size(checkpoint: str) -> tuple[int, int]:
-    with open(os.path.join(checkpoint, "preprocessor_config.json")) as f:
-        size = json.load(f)["size"]
-    return int(size["height"]), int(size["width"])
-
-
 def check_weights(model, onnx_path: str, pixel_values: np.ndarray, threads: int) -> dict:
     """Largest absolute logit difference PyTorch vs ONNX Runtime on one input."""
     import onnxruntime as ort
@@ -301,6 +295,7 @@ def bench(a) -> dict:
 
 def pq_run(a) -> dict:
     import torch
+    import eval_sample
     import pq
     import shapes
     sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
@@ -309,7 +304,7 @@ def pq_run(a) -> dict:
     torch.set_num_threads(a.threads)
     model, routes = build_model(a.checkpoint)
     proc = make_processor(a.checkpoint)
-    H, W = input_size(a.checkpoint)
+    H, W = eval_sample.model_size(a.checkpoint, None)
     thr = card_thresholds(a.onnx)
     gt = json.load(open(os.path.join(ROOT, "samples", "gt", "panoptic.json")))
     cats = pq.load_categories(gt)
@@ -339,9 +334,8 @@ def pq_run(a) -> dict:
         ids, segs = detectron2_panoptic(c[0], m[0], (H, W), (vh, vw), (h, w), things, thr=thr["threshold"],
                                         mask_thr=thr["mask_threshold"], overlap=thr["overlap_mask_area_threshold"])
         # transformers' post-processing stretches whatever it gets over the frame: give it
-        # the masks without the padding (exact when the valid size is a multiple of 4)
-        mh, mw = m.shape[-2:]
-        m = m[..., : -(-vh * mh // H), : -(-vw * mw // W)]
+        # the masks without the padding
+        m = shapes.crop_mask_logits(m, (vh, vw), (H, W))
         d2 += pq.pq_image(gt_ids, anns[i]["segments_info"], ids, segs, cats)
         res = proc.post_process_panoptic_segmentation(
             types.SimpleNamespace(class_queries_logits=c, masks_queries_logits=m), **thr,

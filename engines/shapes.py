@@ -561,6 +561,23 @@ def model_input(rgb: np.ndarray, height: int, width: int) -> tuple[np.ndarray, t
     return pix, (vh, vw)
 
 
+def model_ids(ids: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A segment-id map placed as :func:`model_input` places its frame: resized to fit
+    (nearest), padded with 0 (VOID). Returns (ids HxW, (valid_h, valid_w))."""
+    vh, vw = fit_size(ids.shape[0], ids.shape[1], height, width)
+    out = np.zeros((height, width), ids.dtype)
+    out[:vh, :vw] = resize_ids(ids, vh, vw)
+    return out, (vh, vw)
+
+
+def crop_mask_logits(masks, valid: tuple[int, int], input_hw: tuple[int, int]):
+    """Mask logits ``[..., h, w]`` without the rows/columns that cover only padding: what is
+    left of a ``valid`` region of an ``input_hw`` input (exact when valid is a multiple of
+    input/mask, e.g. 160x284 of 160x288 -> 40x71 of 40x72)."""
+    mh, mw = masks.shape[-2:]
+    return masks[..., : -(-valid[0] * mh // input_hw[0]), : -(-valid[1] * mw // input_hw[1])]
+
+
 def normalize(rgb: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 -> float32 3xHxW, rescaled by 1/255 and normalized with ImageNet mean/std."""
     x = rgb.astype(np.float32) / 255.0
@@ -582,11 +599,12 @@ def training_arrays(seed: Sequence[int] | int, height: int = 288, width: int = 5
     fr = clip.frame(frame)
     # fit: resized keeping the aspect ratio and padded bottom/right as segstream feeds the
     # network (padding: rgb 0 -- the trainer zeroes it after normalization --, index VOID)
-    vh, vw = fit_size(*fr.ids.shape, height, width) if fit else (height, width)
+    if fit:
+        small, (vh, vw) = model_ids(fr.ids, height, width)
+    else:
+        small, (vh, vw) = resize_ids(fr.ids, height, width), (height, width)
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[:vh, :vw] = resize_rgb(fr.rgb, vh, vw)
-    small = np.zeros((height, width), fr.ids.dtype)
-    small[:vh, :vw] = resize_ids(fr.ids, vh, vw)
     index = np.full((height, width), 255, dtype=np.uint8)
     classes = []
     for s in fr.segments:

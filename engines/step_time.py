@@ -28,10 +28,14 @@ def time_config(spec: str, batch: int, repeats: int) -> dict:
     import torch
     from transformers import Mask2FormerForUniversalSegmentation
 
-    backbone, size, points = spec.split(":")
+    backbone, size, points, *extra = spec.split(":")
     h, w = (int(v) for v in size.split("x"))
-    depths = (1, 1, 2, 1) if backbone == "swin" else (1, 1, 1, 1)
-    cfg = train_sample.build_config(backbone=backbone, size=(h, w), depths=depths, train_num_points=int(points))
+    kw = {"depths": (1, 1, 2, 1) if backbone == "swin" else (1, 1, 1, 1)}
+    for e in extra:  # build_config keyword overrides, e.g. depths=2,2,2,2 or decoder_layers=7
+        k, v = e.split("=")
+        kw[k] = tuple(int(x) for x in v.split(",")) if k in ("depths", "widths") else \
+            (float(v) if k == "class_weight" else int(v))
+    cfg = train_sample.build_config(backbone=backbone, size=(h, w), train_num_points=int(points), **kw)
     torch.manual_seed(0)
     model = Mask2FormerForUniversalSegmentation(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
@@ -58,7 +62,7 @@ def time_config(spec: str, batch: int, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", action="append", help="backbone:HxW:points (repeatable; default: the table's five)")
+    ap.add_argument("--config", action="append", help="backbone:HxW:points[:key=value...] (repeatable; build_config overrides such as depths=2,2,2,2, decoder_layers=7, hidden=128; default: the table's five)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -102,6 +102,19 @@ class ShapesDataset:
         self.per_clip = per_clip
         self.clip_frames = clip_frames
         self._clip = None
+        self.cache, self.cache_n, self._arrays = None, 0, None
+
+    def use_cache(self, folder: str) -> None:
+        """Read items from a folder written by :func:`write_cache` (same items, generated once;
+        for several runs on one machine). Refused when it was made for another seed or size."""
+        with open(os.path.join(folder, "meta.json")) as f:
+            meta = json.load(f)
+        want = {"seed": self.seed, "size": list(self.size), "per_clip": self.per_clip,
+                "clip_frames": self.clip_frames, "train_tag": shapes.TRAIN_TAG}
+        got = {k: meta.get(k) for k in want}
+        if got != want:
+            raise ValueError(f"data cache {folder} was made for {got}, this run needs {want}")
+        self.cache, self.cache_n = folder, int(meta["items"])
 
     def __len__(self) -> int:
         return self.length
@@ -110,12 +123,49 @@ class ShapesDataset:
         """(rgb HxWx3 uint8, index map HxW uint8 with 255 = VOID, classes K int64): compact, so that
         batches move between processes cheaply; normalization and masks are made on the device."""
         import torch
+        if self.cache is not None and k < self.cache_n:
+            if self._arrays is None:  # opened lazily: once per worker process
+                self._arrays = [np.load(os.path.join(self.cache, f), mmap_mode="r")
+                                for f in ("rgb.npy", "index.npy", "classes.npy")]
+            rgb, index, classes = (np.array(x[k]) for x in self._arrays)
+            return torch.from_numpy(rgb), torch.from_numpy(index), torch.from_numpy(classes[classes >= 0])
         cseed = shapes.train_seed(self.seed, k // self.per_clip)
         if self._clip is None or tuple(self._clip.seed) != cseed:
             self._clip = shapes.Clip(cseed, num_frames=self.clip_frames)
         f = int(np.random.default_rng(list(shapes.train_seed(self.seed, k))).integers(0, self.clip_frames))
         rgb, index, classes = shapes.training_arrays(cseed, *self.size, frame=f, clip=self._clip, fit=True)
         return torch.from_numpy(rgb), torch.from_numpy(index), torch.from_numpy(classes)
+
+
+_CACHE_DS: dict = {}
+
+
+def _cache_item(args):
+    seed, size, k = args
+    ds = _CACHE_DS.setdefault((seed, size), ShapesDataset(seed, 0, size=size))  # one per process: keeps its clip
+    rgb, index, classes = ds[k]
+    return rgb.numpy(), index.numpy(), classes.numpy()
+
+
+def write_cache(folder: str, seed: int, size: tuple[int, int], items: int, procs: int = 0) -> None:
+    """Generate training items 0..items-1 of ``seed`` at ``size`` into ``folder`` (rgb.npy,
+    index.npy, classes.npy padded with -1, meta.json), with ``procs`` processes (0: all CPUs)."""
+    import multiprocessing as mp
+    os.makedirs(folder, exist_ok=True)
+    h, w = size
+    rgb = np.lib.format.open_memmap(os.path.join(folder, "rgb.npy"), "w+", np.uint8, (items, h, w, 3))
+    index = np.lib.format.open_memmap(os.path.join(folder, "index.npy"), "w+", np.uint8, (items, h, w))
+    classes = np.full((items, 64), -1, np.int64)
+    chunk = 2  # one clip per task: its background is built once
+    with mp.get_context("fork").Pool(procs or os.cpu_count()) as pool:
+        for k, (r, i, c) in enumerate(pool.imap(_cache_item, [(seed, size, k) for k in range(items)], chunk)):
+            rgb[k], index[k], classes[k, :len(c)] = r, i, c
+    rgb.flush()
+    index.flush()
+    np.save(os.path.join(folder, "classes.npy"), classes)
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump({"seed": seed, "size": list(size), "per_clip": 2, "clip_frames": 90, "train_tag": shapes.TRAIN_TAG,
+                   "items": items}, f)
 
 
 def collate(items):
@@ -204,6 +254,8 @@ def parse_args(argv=None):
     ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
     ap.add_argument("--train-num-points", type=int, default=1024, help="points sampled per mask in the loss")
     ap.add_argument("--class-weight", type=float, default=2.0, help="weight of the classification loss (and matching cost)")
+    ap.add_argument("--data-cache", help="read training items from this folder (written by engines/sweep.py "
+                    "with write_cache for the same seed and size) instead of generating them")
     a = ap.parse_args(argv)
     try:
         a.size = tuple(int(v) for v in a.size.lower().split("x"))
@@ -300,6 +352,11 @@ def main(argv=None) -> int:
             workers = max(fit, 0)
     valid = shapes.fit_size(shapes.REF_H, shapes.REF_W, *a.size)  # the frame's part of the padded input
     ds = ShapesDataset(a.seed, a.steps * a.batch_size, size=a.size)
+    if a.data_cache:
+        try:
+            ds.use_cache(a.data_cache)
+        except (OSError, ValueError, KeyError) as e:
+            die(f"--data-cache: {e}")
     dl = torch.utils.data.DataLoader(
         ds, batch_size=a.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         persistent_workers=False, prefetch_factor=2 if workers else None,

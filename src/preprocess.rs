@@ -51,11 +51,23 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
             }
         }
         PixelFormat::Nv12 => {
+            // yuvutils-rs 0.8 accepts an interleaved chroma plane only when its rows are
+            // exactly the chroma width (no row padding) and the slice holds nothing more, so
+            // padded rows (GStreamer's 4-byte alignment when the width is not a multiple of
+            // 4, 64-byte device pitches) are repacked first; a tight plane is passed as it is.
+            let (uv_w, uv_h) = (w.div_ceil(2) * 2, h.div_ceil(2));
+            let packed: Vec<u8>;
+            let uv_plane = if frame.strides[1] == uv_w {
+                &frame.planes[1][..uv_w * uv_h]
+            } else {
+                packed = (0..uv_h).flat_map(|r| &frame.planes[1][r * frame.strides[1]..][..uv_w]).copied().collect();
+                &packed[..]
+            };
             let img = YuvBiPlanarImage {
                 y_plane: frame.planes[0],
                 y_stride: frame.strides[0] as u32,
-                uv_plane: frame.planes[1],
-                uv_stride: frame.strides[1] as u32,
+                uv_plane,
+                uv_stride: uv_w as u32,
                 width: w as u32,
                 height: h as u32,
             };

@@ -131,3 +131,61 @@ fn strided_and_swizzled_formats_agree() {
     assert_eq!(a, rgb);
     assert_eq!(b, rgb);
 }
+
+/// Copies `rows` rows of `row_bytes` from a tight plane into one with `stride`-byte rows
+/// (padding filled with a marker value that must never show up in the result).
+fn pad_plane(tight: &[u8], row_bytes: usize, rows: usize, stride: usize) -> Vec<u8> {
+    let mut out = vec![0xA5u8; stride * rows];
+    for r in 0..rows {
+        out[r * stride..][..row_bytes].copy_from_slice(&tight[r * row_bytes..][..row_bytes]);
+    }
+    out
+}
+
+#[test]
+fn padded_yuv_strides_give_the_tight_result() {
+    // GStreamer pads rows (4-byte alignment when the width is not a multiple of 4, 64 bytes
+    // for CUDA/NVMM buffers); the conversion must read the same pixels whatever the stride.
+    for (w, h) in [(16usize, 8usize), (1002, 6), (1918, 4), (1920, 2)] {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let yp: Vec<u8> = (0..w * h).map(|i| 16 + (i * 13 % 219) as u8).collect();
+        let up: Vec<u8> = (0..cw * ch).map(|i| 40 + (i * 29 % 180) as u8).collect();
+        let vp: Vec<u8> = (0..cw * ch).map(|i| 30 + (i * 17 % 190) as u8).collect();
+        let uv: Vec<u8> = up.iter().zip(&vp).flat_map(|(&u, &v)| [u, v]).collect();
+        let mut want = Vec::new();
+        segstream::preprocess::to_rgb(
+            &Frame::new(PixelFormat::Nv12, w, h, [&yp, &uv, &[]], [w, 2 * cw, 0]).unwrap(),
+            &mut want,
+        )
+        .unwrap();
+        for pad in [2usize, 64] {
+            let (ys, uvs, cs) = (
+                (w + pad).div_ceil(4) * 4,
+                (2 * cw + pad).div_ceil(4) * 4,
+                (cw + pad).div_ceil(4) * 4,
+            );
+            let (y2, uv2) = (pad_plane(&yp, w, h, ys), pad_plane(&uv, 2 * cw, ch, uvs));
+            let (u2, v2) = (pad_plane(&up, cw, ch, cs), pad_plane(&vp, cw, ch, cs));
+            let mut got = Vec::new();
+            segstream::preprocess::to_rgb(
+                &Frame::new(PixelFormat::Nv12, w, h, [&y2, &uv2, &[]], [ys, uvs, 0]).unwrap(),
+                &mut got,
+            )
+            .unwrap_or_else(|e| panic!("NV12 {w}x{h} strides {ys}/{uvs}: {e}"));
+            assert!(
+                got == want,
+                "NV12 {w}x{h}: strides {ys}/{uvs} change the pixels"
+            );
+            let mut i420 = Vec::new();
+            segstream::preprocess::to_rgb(
+                &Frame::new(PixelFormat::I420, w, h, [&y2, &u2, &v2], [ys, cs, cs]).unwrap(),
+                &mut i420,
+            )
+            .unwrap_or_else(|e| panic!("I420 {w}x{h} strides {ys}/{cs}: {e}"));
+            assert!(
+                i420 == want,
+                "I420 {w}x{h}: strides {ys}/{cs} differ from tight NV12"
+            );
+        }
+    }
+}

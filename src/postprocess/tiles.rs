@@ -13,7 +13,7 @@
 //! * a query whose lower bound passes the threshold passes at every pixel, one whose
 //!   upper bound fails fails at every pixel.
 //!
-//! Undecided tiles are split (64 → 8 pixels), and at the last level evaluated pixel by
+//! Undecided tiles are split (128 → 32 → 8 pixels), and at the last level evaluated pixel by
 //! pixel, for the undecided queries only, with the same arithmetic as a full resize
 //! ([`super::upsample::eval_block`]). The result is identical to evaluating every query
 //! at every pixel (a test checks it bit for bit).
@@ -97,7 +97,7 @@ impl Counts {
 }
 
 /// Tile edge per level; the last level is evaluated per pixel.
-const LEVELS: [usize; 2] = [64, 8];
+const LEVELS: [usize; 3] = [128, 32, 8];
 /// Edge of the per-pixel tiles.
 const LEAF: usize = LEVELS[LEVELS.len() - 1];
 

@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run", action="append", required=True, help="NAME:--flag=value,... (repeatable)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--workers", type=int, default=3, help="data workers per run")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads per run and per evaluation (runs share the CPUs: torch's default of one "
+                         "thread per core in every process oversubscribes them)")
     ap.add_argument("--time-budget-s", type=float, default=0.0, help="per run (train_sample's guard)")
     ap.add_argument("--cache", action="store_true",
                     help="generate each seed and size's training items once, with every CPU, and let the runs read them")
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
     for name, flags in runs:
         d = os.path.join(a.out, name)
         cmd = [sys.executable, os.path.join(HERE, "train_sample.py"), "--out", d, "--device", a.device,
-               "--workers", str(a.workers), "--log-every", "200"]
+               "--workers", str(a.workers), "--log-every", "200", "--threads", str(a.threads)]
         o = dict(f[2:].split("=", 1) for f in flags if "=" in f)
         key = (int(o.get("seed", 0)), tuple(int(v) for v in o.get("size", "160x288").lower().split("x")))
         if key in caches:
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
             continue
         cmd = [sys.executable, os.path.join(HERE, "eval_sample.py"), "--model", d, "--seed", str(a.eval_seed),
                "--frames", str(a.eval_frames), "--threshold", str(a.threshold), "--device", a.device,
-               "--json", os.path.join(d, "pq.json")]
+               "--threads", str(a.threads), "--json", os.path.join(d, "pq.json")]
         evals[name] = subprocess.Popen(cmd, stdout=open(os.path.join(d, "eval.log"), "w"), stderr=subprocess.STDOUT)
     rows = []
     for name, flags in runs:

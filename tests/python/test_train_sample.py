@@ -85,3 +85,21 @@ def test_train_rejects_bad_size(tmp_path, capsys):
         train_sample.main(["--out", str(tmp_path / "x"), "--size", "100x128"])
     assert e.value.code == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_data_cache_holds_the_generated_items_and_refuses_another_seed(tmp_path):
+    """write_cache (engines/sweep.py --cache) stores exactly the items the dataset generates."""
+    import train_sample
+
+    folder = str(tmp_path / "cache")
+    train_sample.write_cache(folder, 3, (64, 96), 5, procs=2)
+    fresh = train_sample.ShapesDataset(3, 6, size=(64, 96))
+    cached = train_sample.ShapesDataset(3, 6, size=(64, 96))
+    cached.use_cache(folder)
+    for k in range(6):  # item 5 is past the cache: generated
+        for a, b in zip(fresh[k], cached[k]):
+            assert np.array_equal(a.numpy(), b.numpy()), k
+    with pytest.raises(ValueError, match="made for"):
+        train_sample.ShapesDataset(4, 6, size=(64, 96)).use_cache(folder)
+    with pytest.raises(ValueError, match="made for"):
+        train_sample.ShapesDataset(3, 6, size=(96, 96)).use_cache(folder)

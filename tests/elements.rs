@@ -365,6 +365,27 @@ fn mask2former_negotiates_each_format_and_attaches_meta() {
 }
 
 #[test]
+fn mask2former_takes_yuv_frames_with_padded_rows() {
+    // 66 pixels wide: GStreamer rounds the NV12/I420 strides up to 68 bytes, so every row of
+    // each plane carries padding (the NV12 chroma rows used to be refused by the conversion).
+    for f in ["NV12", "I420"] {
+        let (m, _) = mask2former_with_fake();
+        let mut h = harness(&m);
+        let vi = info(f, 66, H);
+        let chroma_row = if f == "NV12" { 66 } else { 33 };
+        assert!(vi.stride()[0] > 66 && vi.stride()[1] > chroma_row, "{f}: strides {:?}", vi.stride());
+        h.set_src_caps(vi.to_caps().unwrap());
+        let out = h
+            .push_and_pull(frame(&vi, 0))
+            .unwrap_or_else(|e| panic!("{f} 66x{H}: {e}"));
+        let meta = out
+            .meta::<SegmentationMeta>()
+            .unwrap_or_else(|| panic!("{f}: no meta"));
+        assert_eq!((meta.segmentation().width, meta.segmentation().height), (66, H), "{f}");
+    }
+}
+
+#[test]
 fn mask2former_meta_is_correct() {
     let (m, calls) = mask2former_with_fake();
     let mut h = harness(&m);

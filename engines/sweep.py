@@ -37,6 +37,13 @@ def parse_run(spec: str) -> tuple[str, list[str]]:
     return name, out
 
 
+def data_key(flags: list[str]) -> tuple[tuple[int, tuple[int, int]], int]:
+    """((seed, (H, W)), training items) of a run: what its data cache must hold."""
+    o = dict(f[2:].split("=", 1) for f in flags if "=" in f)
+    size = tuple(int(v) for v in o.get("size", "160x288").lower().split("x"))
+    return (int(o.get("seed", 0)), size), int(o.get("steps", 3400)) * int(o.get("batch-size", 4))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="one sub-folder per run, plus sweep.json")
@@ -70,9 +77,7 @@ def main(argv=None) -> int:
         import train_sample
         need = {}
         for name, flags in runs:
-            o = dict(f[2:].split("=", 1) for f in flags if "=" in f)
-            key = (int(o.get("seed", 0)), tuple(int(v) for v in o.get("size", "160x288").lower().split("x")))
-            items = int(o.get("steps", 3400)) * int(o.get("batch-size", 4))
+            key, items = data_key(flags)
             need[key] = max(need.get(key, 0), items)
         for (seed, size), items in need.items():
             d = os.path.join(a.out, f"cache-{seed}-{size[0]}x{size[1]}")
@@ -94,8 +99,7 @@ def main(argv=None) -> int:
         d = os.path.join(a.out, name)
         cmd = [sys.executable, os.path.join(HERE, "train_sample.py"), "--out", d, "--device", a.device,
                "--workers", str(a.workers), "--log-every", "200", "--threads", str(a.threads)]
-        o = dict(f[2:].split("=", 1) for f in flags if "=" in f)
-        key = (int(o.get("seed", 0)), tuple(int(v) for v in o.get("size", "160x288").lower().split("x")))
+        key, _ = data_key(flags)
         if key in caches:
             cmd += ["--data-cache", caches[key]]
         if a.time_budget_s:

@@ -164,8 +164,9 @@ def write_cache(folder: str, seed: int, size: tuple[int, int], items: int, procs
     index.flush()
     np.save(os.path.join(folder, "classes.npy"), classes)
     with open(os.path.join(folder, "meta.json"), "w") as f:
-        json.dump({"seed": seed, "size": list(size), "per_clip": 2, "clip_frames": 90, "train_tag": shapes.TRAIN_TAG,
-                   "items": items}, f)
+        ds = ShapesDataset(seed, 0, size=size)  # the layout the items were drawn with (use_cache checks it)
+        json.dump({"seed": seed, "size": list(size), "per_clip": ds.per_clip, "clip_frames": ds.clip_frames,
+                   "train_tag": shapes.TRAIN_TAG, "items": items}, f)
 
 
 def collate(items):

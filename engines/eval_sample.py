@@ -184,9 +184,14 @@ def model_size(model: str | None, onnx: str | None) -> tuple[int, int] | None:
     return None
 
 
+AREA_BINS = (1500, 4000, 8000)  # a true thing's area in pixels of the 640x360 frame, for the by-size rows
+
+
 def add_confusion(table: dict, gt_ids: np.ndarray, gt_segs: list, pred_ids: np.ndarray, pred_segs: list) -> None:
     """Counts (true class, predicted class or None) over the ground-truth things: a thing's
-    prediction is the predicted segment, of any class, with IoU > 0.5 (unique when it exists)."""
+    prediction is the predicted segment, of any class, with IoU > 0.5 (unique when it exists).
+    Also counts, per area bin (``AREA_BINS``), the things, those found and those found with
+    the right class, under the key ``("area", bin)``."""
     pred_cat = {s["id"]: s["category_id"] for s in pred_segs}
     pred_area = {i: int((pred_ids == i).sum()) for i in pred_cat}
     for g in gt_segs:
@@ -201,16 +206,27 @@ def add_confusion(table: dict, gt_ids: np.ndarray, gt_segs: list, pred_ids: np.n
                 got = pred_cat[i]
         key = (g["category_id"], got)
         table[key] = table.get(key, 0) + 1
+        row = table.setdefault(("area", int(np.searchsorted(AREA_BINS, area, side="right"))), [0, 0, 0])
+        row[0] += 1
+        row[1] += got is not None
+        row[2] += got == g["category_id"]
 
 
 def format_confusion(table: dict) -> str:
     names = {l["id"]: l["name"] for l in shapes.LABELS}
-    cols = list(shapes.THING_IDS) + sorted(set(p for _, p in table if p is not None and p not in shapes.THING_IDS)) + [None]
+    cols = list(shapes.THING_IDS) + sorted(set(p for g, p in table if g != "area" and p is not None
+                                               and p not in shapes.THING_IDS)) + [None]
     head = "true \\ predicted (IoU > 0.5) | " + " | ".join(names.get(c, "none") if c is not None else "none" for c in cols)
     rows = [head]
     for g in shapes.THING_IDS:
         rows.append(f"{names[g]:<29} | " + " | ".join(f"{table.get((g, c), 0):>{len(names.get(c, 'none') if c is not None else 'none')}}"
                                                      for c in cols))
+    rows.append("\ntrue thing's area (px, 640x360) | things | found (IoU > 0.5) | right class, of those found")
+    edges = (0,) + AREA_BINS
+    for b in range(len(edges)):
+        n, found, right = table.get(("area", b), (0, 0, 0))
+        span = f"{edges[b]}-{edges[b + 1] - 1}" if b + 1 < len(edges) else f">= {edges[b]}"
+        rows.append(f"{span:<31} | {n:>6} | {found / max(n, 1):>17.2f} | {right / max(found, 1):>27.2f}")
     return "\n".join(rows)
 
 
@@ -332,7 +348,9 @@ def main(argv=None) -> int:
     print(pq.format_table(res))
     if a.confusion:
         print("\n" + format_confusion(confusion))
-        res["confusion"] = {f"{g}->{p}": n for (g, p), n in sorted(confusion.items(), key=str)}
+        res["confusion"] = {f"{g}->{p}": n for (g, p), n in sorted(confusion.items(), key=str) if g != "area"}
+        res["confusion_by_area"] = {f"{b}": dict(zip(("things", "found", "right_class"), v))
+                                    for (g, b), v in sorted(confusion.items(), key=str) if g == "area"}
     print(f"\nmodel {path} on {a.device}: {len(items)} held-out frames (seed {a.seed}), "
           f"model time {t_model:.1f} s ({len(items) / max(t_model, 1e-9):.1f} frames/s), total {wall:.1f} s")
     if a.json:

@@ -194,6 +194,41 @@ def to_model_inputs(rgb, index, classes, device, valid=None):
     return pix.contiguous(), masks, labels
 
 
+class SemanticHeads:
+    """Training-only auxiliary loss: a 1x1 convolution per pixel-decoder feature map (strides 32, 16, 8 --
+    what the decoder's queries attend to) predicts each pixel's class; cross-entropy against the
+    ground truth at input resolution, VOID ignored, averaged over the maps. It asks those maps to
+    say *what* a pixel belongs to, which the query classifier then reads; the heads are dropped at
+    the end (``save_pretrained`` saves the Mask2Former only)."""
+
+    def __init__(self, hidden: int, num_labels: int, levels: int, device):
+        import torch
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(hidden, num_labels, 1) for _ in range(levels)).to(device)
+
+    def parameters(self):
+        return self.convs.parameters()
+
+    @staticmethod
+    def targets(index, classes):
+        """Per-pixel class (int64, 255 = VOID) from the index maps and each image's class list."""
+        import torch
+        out = []
+        for b, c in enumerate(classes):
+            lut = torch.full((256,), 255, dtype=torch.int64, device=index.device)
+            lut[:len(c)] = c.to(index.device)
+            out.append(lut[index[b].long()])
+        return torch.stack(out)
+
+    def loss(self, features, target):
+        import torch.nn.functional as F
+        h, w = target.shape[-2:]
+        total = 0.0
+        for conv, f in zip(self.convs, features):
+            logits = F.interpolate(conv(f), size=(h, w), mode="bilinear", align_corners=False)
+            total = total + F.cross_entropy(logits, target, ignore_index=255)
+        return total / len(self.convs)
+
+
 def lr_at(progress: float, base: float, step: int, warmup_steps: int) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from ``base`` down to 2% of it at progress 1."""
     if step < warmup_steps:
@@ -255,6 +290,9 @@ def parse_args(argv=None):
     ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
     ap.add_argument("--train-num-points", type=int, default=1024, help="points sampled per mask in the loss")
     ap.add_argument("--class-weight", type=float, default=2.0, help="weight of the classification loss (and matching cost)")
+    ap.add_argument("--semantic-weight", type=float, default=0.0,
+                    help="weight of the auxiliary per-pixel class loss on the pixel decoder's three feature maps "
+                         "(training only: its 1x1 heads are not part of the saved model; 0: off)")
     ap.add_argument("--data-cache", help="read training items from this folder (written by engines/sweep.py "
                     "with write_cache for the same seed and size) instead of generating them")
     a = ap.parse_args(argv)
@@ -289,8 +327,8 @@ def parse_args(argv=None):
         die(f"--hidden must be a multiple of 4 (4 attention heads) and >= 16, got {a.hidden}")
     if a.embed_dim % 24:
         die(f"--embed-dim must be a multiple of 24 (24-dim Swin heads), got {a.embed_dim}")
-    if a.decoder_layers < 2 or a.encoder_layers < 1 or a.num_queries < 1 or a.train_num_points < 16:
-        die("need --decoder-layers >= 2, --encoder-layers >= 1, --num-queries >= 1, --train-num-points >= 16")
+    if a.decoder_layers < 2 or a.encoder_layers < 0 or a.num_queries < 1 or a.train_num_points < 16:
+        die("need --decoder-layers >= 2, --encoder-layers >= 0, --num-queries >= 1, --train-num-points >= 16")
     return a
 
 
@@ -332,11 +370,16 @@ def main(argv=None) -> int:
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
 
+    sem = SemanticHeads(cfg.feature_size if not a.init else model.config.feature_size,
+                        len(shapes.LABELS), 3, device) if a.semantic_weight > 0 else None
     decay, no_decay = [], []  # no weight decay on norms, biases, embeddings and tables
     no_decay_suffix = ("relative_position_bias_table", "level_embed", "level_embed.weight", "queries_embedder.weight",
                        "queries_features.weight", "position_embeddings")
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or n.endswith(no_decay_suffix) else decay).append(p)
+    if sem is not None:
+        decay += [p for p in sem.parameters() if p.ndim > 1]
+        no_decay += [p for p in sem.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.999))
 
@@ -373,7 +416,7 @@ def main(argv=None) -> int:
 
     t_train = time.time()
     step = 0
-    window_loss, window_n, window_t = 0.0, 0, time.time()
+    window_loss, window_n, window_t, window_sem = 0.0, 0, time.time(), 0.0
     data_wait = 0.0
     try:
         t_fetch = time.time()
@@ -391,8 +434,14 @@ def main(argv=None) -> int:
                 g["lr"] = lr
             pix, masks, classes = to_model_inputs(rgb, index, classes, device, valid)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=a.amp):
-                out = model(pixel_values=pix, mask_labels=masks, class_labels=classes)
-            loss = out.loss
+                out = model(pixel_values=pix, mask_labels=masks, class_labels=classes,
+                            output_hidden_states=sem is not None)
+                loss = out.loss
+                if sem is not None:
+                    sem_loss = sem.loss(out.pixel_decoder_hidden_states,
+                                        SemanticHeads.targets(index.to(device), classes))
+                    loss = loss + a.semantic_weight * sem_loss
+                    window_sem += sem_loss.item()
             if not torch.isfinite(loss):  # keep the last good weights
                 log["stopped"] = f"non-finite loss at step {step}"
                 print(f"error: loss is {loss.item()} at step {step}; saving the weights of step {step}",
@@ -404,18 +453,21 @@ def main(argv=None) -> int:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
             opt.step()
             step += 1
-            window_loss += loss.item()
+            window_loss += out.loss.item()  # the Mask2Former loss (the semantic term is logged apart)
             window_n += 1
             if step % a.log_every == 0 or step == a.steps:
                 now = time.time()
                 rate = window_n / (now - window_t)
                 entry = {"step": step, "loss": window_loss / window_n, "lr": lr, "wall_s": round(now - t_start, 2),
                          "steps_per_s": round(rate, 4), "data_wait_s": round(data_wait, 2)}
+                if sem is not None:
+                    entry["semantic_loss"] = window_sem / window_n
                 log["loss"].append(entry)
-                print(f"step {step:6d}/{a.steps}  loss {entry['loss']:.4f}  lr {lr:.2e}  {rate:.2f} steps/s  "
+                extra = f" (semantic {entry['semantic_loss']:.4f})" if sem is not None else ""
+                print(f"step {step:6d}/{a.steps}  loss {entry['loss']:.4f}{extra}  lr {lr:.2e}  {rate:.2f} steps/s  "
                       f"({1 / rate:.2f} s/step, waited {data_wait:.1f} s for data)  t={now - t_start:.0f}s",
                       file=sys.stderr, flush=True)
-                window_loss, window_n, window_t = 0.0, 0, now
+                window_loss, window_n, window_t, window_sem = 0.0, 0, now, 0.0
             if step >= a.steps:
                 break
             t_fetch = time.time()

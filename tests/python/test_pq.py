@@ -390,6 +390,11 @@ def test_eval_sample_oracle(tmp_path):
         g, p = key.split("->")
         assert g in names and (p == g or p == "None"), (key, n)
     assert sum(n for k, n in res["confusion"].items() if not k.endswith("None")) >= 0.9 * sum(res["confusion"].values())
+    # by area: the same things, each found one with its own class
+    by_area = res["confusion_by_area"].values()
+    assert sum(r["things"] for r in by_area) == sum(res["confusion"].values())
+    assert sum(r["found"] for r in by_area) == sum(n for k, n in res["confusion"].items() if not k.endswith("None"))
+    assert all(r["right_class"] == r["found"] <= r["things"] for r in by_area)
     assert res["images"] == 6 and res["meta"]["kind"] == "oracle"
     assert res["all"]["n"] >= 5
     assert res["things"]["pq"] > 0.9 and res["stuff"]["pq"] > 0.9

@@ -103,3 +103,27 @@ def test_data_cache_holds_the_generated_items_and_refuses_another_seed(tmp_path)
         train_sample.ShapesDataset(4, 6, size=(64, 96)).use_cache(folder)
     with pytest.raises(ValueError, match="made for"):
         train_sample.ShapesDataset(3, 6, size=(96, 96)).use_cache(folder)
+
+
+def test_semantic_loss_targets_and_training_only_heads(tmp_path):
+    """--semantic-weight: per-pixel targets come from the index map and the class list (VOID
+    stays VOID); the loss is logged apart and changes the weights, but the 1x1 heads are not
+    saved (the checkpoint has the keys of a plain run). --encoder-layers 0 trains too."""
+    pytest.importorskip("transformers")
+    import torch
+    import train_sample
+    from safetensors.torch import load_file
+
+    index = torch.tensor([[[0, 1, 255], [2, 2, 0]]], dtype=torch.uint8)
+    t = train_sample.SemanticHeads.targets(index, [torch.tensor([4, 0, 5])])
+    assert t.tolist() == [[[4, 0, 255], [5, 5, 4]]]
+
+    log = _train(tmp_path / "s", "--semantic-weight", "1", "--encoder-layers", "0")
+    assert all(np.isfinite(e["semantic_loss"]) and e["semantic_loss"] > 0 for e in log["loss"])
+    plain = _train(tmp_path / "p", "--encoder-layers", "0")
+    assert "semantic_loss" not in plain["loss"][0]
+    ws, wp = load_file(tmp_path / "s" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
+    assert ws.keys() == wp.keys()
+    assert any(not torch.equal(ws[k], wp[k]) for k in ws)
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert cfg["encoder_layers"] == 0

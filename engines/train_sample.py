@@ -290,6 +290,12 @@ def parse_args(argv=None):
     ap.add_argument("--encoder-layers", type=int, default=2, help="pixel-decoder deformable encoder layers")
     ap.add_argument("--train-num-points", type=int, default=1024, help="points sampled per mask in the loss")
     ap.add_argument("--class-weight", type=float, default=2.0, help="weight of the classification loss (and matching cost)")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="first train the backbone alone for this many steps as a shape classifier on crops "
+                         "around the things of each batch (global average of its last map, a linear layer; "
+                         "dropped afterwards), then the Mask2Former on the items that follow (0: off)")
+    ap.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                    help="the backbone's learning rate as a fraction of --lr in the Mask2Former phase")
     ap.add_argument("--semantic-weight", type=float, default=0.0,
                     help="weight of the auxiliary per-pixel class loss on the pixel decoder's three feature maps "
                          "(training only: its 1x1 heads are not part of the saved model; 0: off)")
@@ -327,9 +333,81 @@ def parse_args(argv=None):
         die(f"--hidden must be a multiple of 4 (4 attention heads) and >= 16, got {a.hidden}")
     if a.embed_dim % 24:
         die(f"--embed-dim must be a multiple of 24 (24-dim Swin heads), got {a.embed_dim}")
+    if a.pretrain_steps < 0 or a.backbone_lr_mult < 0:
+        die("need --pretrain-steps >= 0 and --backbone-lr-mult >= 0")
     if a.decoder_layers < 2 or a.encoder_layers < 0 or a.num_queries < 1 or a.train_num_points < 16:
         die("need --decoder-layers >= 2, --encoder-layers >= 0, --num-queries >= 1, --train-num-points >= 16")
     return a
+
+
+CROP = 64  # side of the pre-training crops, in input pixels
+
+
+def thing_crops(rgb, index, classes, min_pixels: int = 30):
+    """(crops N x CROP x CROP x 3 uint8, labels N int64 = thing class - first thing id): a square
+    around the bounding-box centre of each thing of each image with at least ``min_pixels``
+    visible pixels (zero outside the picture), from the trainer's uint8 batch."""
+    import torch
+    h = CROP // 2
+    rgb = torch.nn.functional.pad(rgb.permute(0, 3, 1, 2), (h, h, h, h)).permute(0, 2, 3, 1)
+    out, labels = [], []
+    for b, c in enumerate(classes):
+        for k, cls in enumerate(c.tolist()):
+            if cls not in shapes.THING_IDS:
+                continue
+            ys, xs = torch.nonzero(index[b] == k, as_tuple=True)
+            if len(ys) < min_pixels:
+                continue
+            cy, cx = int(ys.min() + ys.max()) // 2, int(xs.min() + xs.max()) // 2
+            out.append(rgb[b, cy:cy + CROP, cx:cx + CROP])
+            labels.append(cls - shapes.THING_IDS[0])
+    if not out:
+        return None, None
+    return torch.stack(out), torch.tensor(labels)
+
+
+def pretrain_backbone(a, backbone, batches, device, t_start) -> list[dict]:
+    """``--pretrain-steps``: the backbone alone as a shape classifier (circle / square / triangle)
+    on crops around the things of the next batches -- global average of its last feature map, one
+    linear layer, cross-entropy --, its own AdamW, warm-up and cosine; the classifier is dropped."""
+    import torch
+    import torch.nn.functional as F
+    head = torch.nn.Linear(backbone.channels[-1], len(shapes.THING_IDS)).to(device)
+    params = list(backbone.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
+    mean = torch.tensor(shapes.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(shapes.IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    entries, window, right, seen, n, t_window = [], 0.0, 0, 0, 0, time.time()
+    for step in range(1, a.pretrain_steps + 1):
+        rgb, index, classes = next(batches)
+        crops, labels = thing_crops(rgb, index, classes)
+        for g in opt.param_groups:
+            g["lr"] = lr_at((step - 1) / a.pretrain_steps, a.lr, step - 1, a.warmup)
+        if crops is not None:
+            x = (crops.to(device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            logits = head(backbone(x).feature_maps[-1].mean((2, 3)))
+            labels = labels.to(device)
+            loss = F.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                die(f"pre-training loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, a.clip_grad)
+            opt.step()
+            window += loss.item()
+            right += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+            n += 1
+        if step % a.log_every == 0 or step == a.pretrain_steps:
+            now = time.time()
+            e = {"step": step, "loss": window / max(n, 1), "train_accuracy": right / max(seen, 1),
+                 "wall_s": round(now - t_start, 2), "steps_per_s": round(a.log_every / (now - t_window), 4)}
+            entries.append(e)
+            print(f"pretrain {step:6d}/{a.pretrain_steps}  crop loss {e['loss']:.4f}  accuracy "
+                  f"{e['train_accuracy']:.2f}  t={now - t_start:.0f}s", file=sys.stderr, flush=True)
+            window, right, seen, n, t_window = 0.0, 0, 0, 0, now
+    return entries
 
 
 def main(argv=None) -> int:
@@ -380,8 +458,15 @@ def main(argv=None) -> int:
     if sem is not None:
         decay += [p for p in sem.parameters() if p.ndim > 1]
         no_decay += [p for p in sem.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.999))
+    backbone = model.model.pixel_level_module.encoder
+    in_backbone = {id(p) for p in backbone.parameters()}
+    groups = []
+    for params, wd in ((decay, a.weight_decay), (no_decay, 0.0)):
+        for bb in (False, True):
+            ps = [p for p in params if (id(p) in in_backbone) == bb]
+            if ps:
+                groups.append({"params": ps, "weight_decay": wd, "mult": a.backbone_lr_mult if bb else 1.0})
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999))
 
     workers = a.workers
     if workers and os.path.isdir("/dev/shm"):
@@ -395,7 +480,7 @@ def main(argv=None) -> int:
                   f"instead of {workers}", file=sys.stderr)
             workers = max(fit, 0)
     valid = shapes.fit_size(shapes.REF_H, shapes.REF_W, *a.size)  # the frame's part of the padded input
-    ds = ShapesDataset(a.seed, a.steps * a.batch_size, size=a.size)
+    ds = ShapesDataset(a.seed, (a.pretrain_steps + a.steps) * a.batch_size, size=a.size)
     if a.data_cache:
         try:
             ds.use_cache(a.data_cache)
@@ -415,12 +500,17 @@ def main(argv=None) -> int:
           f"steps {a.steps}, workers {workers}", file=sys.stderr)
 
     t_train = time.time()
+    batches = iter(dl)
+    if a.pretrain_steps:
+        log["pretrain"] = pretrain_backbone(a, backbone, batches, device, t_start)
+    t_main = time.time()
+    main_budget = a.time_budget_s - (t_main - t_start)  # what the Mask2Former phase has left
     step = 0
     window_loss, window_n, window_t, window_sem = 0.0, 0, time.time(), 0.0
     data_wait = 0.0
     try:
         t_fetch = time.time()
-        for rgb, index, classes in dl:
+        for rgb, index, classes in batches:
             data_wait += time.time() - t_fetch
             elapsed = time.time() - t_start
             if a.time_budget_s and elapsed > a.time_budget_s:
@@ -428,10 +518,10 @@ def main(argv=None) -> int:
                 break
             progress = step / a.steps
             if a.time_budget_s:
-                progress = max(progress, elapsed / a.time_budget_s)
+                progress = max(progress, (time.time() - t_main) / max(main_budget, 1e-9))
             lr = lr_at(progress, a.lr, step, a.warmup)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["mult"]
             pix, masks, classes = to_model_inputs(rgb, index, classes, device, valid)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=a.amp):
                 out = model(pixel_values=pix, mask_labels=masks, class_labels=classes,

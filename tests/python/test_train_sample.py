@@ -127,3 +127,32 @@ def test_semantic_loss_targets_and_training_only_heads(tmp_path):
     assert any(not torch.equal(ws[k], wp[k]) for k in ws)
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
     assert cfg["encoder_layers"] == 0
+
+
+def test_thing_crops_and_backbone_pretraining(tmp_path):
+    """--pretrain-steps: crops are centred on each thing's bounding box (zero outside the picture)
+    and labelled with its shape; a run with pre-training logs it and saves a plain checkpoint."""
+    pytest.importorskip("transformers")
+    import torch
+    import train_sample
+    from safetensors.torch import load_file
+
+    rgb = torch.zeros(1, 40, 50, 3, dtype=torch.uint8)
+    index = torch.full((1, 40, 50), 255, dtype=torch.uint8)
+    index[0, 10:20, 30:40] = 1  # a square-labelled thing, bbox centre (14, 34)
+    index[0, 0:40, 0:5] = 0  # stuff: no crop
+    index[0, 30, 0] = 2  # a thing of one pixel: too small
+    rgb[0, 14, 34, 0] = 200
+    crops, labels = train_sample.thing_crops(rgb, index, [torch.tensor([0, shapes.SQUARE, shapes.CIRCLE])])
+    h = train_sample.CROP // 2
+    assert crops.shape == (1, train_sample.CROP, train_sample.CROP, 3)
+    assert labels.tolist() == [shapes.SQUARE - shapes.THING_IDS[0]]
+    assert crops[0, h, h, 0] == 200 and int(crops.sum()) == 200
+    assert train_sample.thing_crops(rgb, index, [torch.tensor([0, 1, 2])]) == (None, None)
+
+    log = _train(tmp_path / "pre", "--pretrain-steps", "2", "--backbone-lr-mult", "0.5")
+    assert [e["step"] for e in log["pretrain"]] == [1, 2] and log["steps_done"] == 3
+    plain = load_file(tmp_path / "pre" / "model.safetensors")
+    ref = _train(tmp_path / "ref")
+    assert "pretrain" not in ref
+    assert plain.keys() == load_file(tmp_path / "ref" / "model.safetensors").keys()

@@ -448,8 +448,7 @@ def main(argv=None) -> int:
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
 
-    sem = SemanticHeads(cfg.feature_size if not a.init else model.config.feature_size,
-                        len(shapes.LABELS), 3, device) if a.semantic_weight > 0 else None
+    sem = SemanticHeads(model.config.feature_size, len(shapes.LABELS), 3, device) if a.semantic_weight > 0 else None
     decay, no_decay = [], []  # no weight decay on norms, biases, embeddings and tables
     no_decay_suffix = ("relative_position_bias_table", "level_embed", "level_embed.weight", "queries_embedder.weight",
                        "queries_features.weight", "position_embeddings")

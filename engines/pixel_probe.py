@@ -75,16 +75,16 @@ def validation(size, frames: int, seed: int = 2):
 
 def thing_confusion(model, pix, lab) -> np.ndarray:
     """Rows: true circle / square / triangle pixels; columns: predicted circle / square /
-    triangle / a stuff class; fractions of each row."""
+    triangle / a stuff class; fractions of each row (NaN where the frames hold none of a class)."""
     import torch
     with torch.no_grad():
         pred = model(torch.from_numpy(pix)).argmax(1).numpy()
-    out = np.zeros((3, 4))
+    out = np.full((3, 4), np.nan)  # a class with no pixels in the frames stays NaN
     for r, c in enumerate(shapes.THING_IDS):
         p = pred[lab == c]
-        for k, t in enumerate(shapes.THING_IDS):
-            out[r, k] = (p == t).mean() if p.size else 0.0
-        out[r, 3] = 1.0 - out[r, :3].sum()
+        if p.size:
+            out[r, :3] = [(p == t).mean() for t in shapes.THING_IDS]
+            out[r, 3] = 1.0 - out[r, :3].sum()
     return out
 
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             n = a.eval_every if step % a.eval_every == 0 else step % a.eval_every
             rows = "  ".join(f"{shapes.LABELS[c]['name'][:4]} " + "/".join(f"{v:.2f}" for v in conf[r])
                              for r, c in enumerate(shapes.THING_IDS))
-            acc = np.mean([conf[r, r] for r in range(3)])
+            acc = np.nanmean([conf[r, r] for r in range(3)])
             print(f"{step:6d} {run / n:7.4f} {time.time() - t0:6.0f}  {rows}  (mean right {acc:.2f})", flush=True)
             run = 0.0
         if step >= a.steps:

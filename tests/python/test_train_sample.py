@@ -156,3 +156,29 @@ def test_thing_crops_and_backbone_pretraining(tmp_path):
     ref = _train(tmp_path / "ref")
     assert "pretrain" not in ref
     assert plain.keys() == load_file(tmp_path / "ref" / "model.safetensors").keys()
+
+
+def test_pixel_probe_counts_thing_pixels_and_runs():
+    """engines/pixel_probe.py: the confusion counts each true thing's pixels by predicted class
+    (the rest as stuff), and a tiny run prints one row per evaluation."""
+    pytest.importorskip("transformers")
+    import torch
+    import pixel_probe
+
+    lab = np.array([[[shapes.CIRCLE, shapes.CIRCLE, shapes.SQUARE, 255]]])  # 1 x 1 x 4
+    pred = np.array([shapes.CIRCLE, shapes.SKY, shapes.TRIANGLE, shapes.SQUARE])
+    logits = torch.zeros(1, shapes.NUM_CLASSES, 1, 4)
+    logits[0, pred, 0, np.arange(4)] = 1.0
+    conf = pixel_probe.thing_confusion(lambda x: logits, np.zeros((1, 3, 1, 4), np.float32), lab)
+    np.testing.assert_allclose(conf[0], [0.5, 0.0, 0.0, 0.5])  # circle: one named circle, one stuff
+    np.testing.assert_allclose(conf[1], [0.0, 0.0, 1.0, 0.0])  # square: named triangle
+    assert np.isnan(conf[2]).all()  # no triangle pixels: no figures
+
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert pixel_probe.main(["--steps", "2", "--eval-every", "1", "--eval-frames", "2", "--workers", "0",
+                                 "--threads", "1", "--size", "64x128", "--widths", "8,16,16,16", "--hidden", "16"]) == 0
+    rows = [l for l in buf.getvalue().splitlines() if l.split() and l.split()[0].isdigit()]
+    assert [r.split()[0] for r in rows] == ["1", "2"] and all("mean right" in r for r in rows)

@@ -292,19 +292,14 @@ def main(argv=None) -> int:
     os.makedirs(pred_dir, exist_ok=True)
 
     items = shapes.heldout_seeds(a.seed, a.frames)
-    clips: dict = {}
+    frame_iter = shapes.heldout_frames(items)
     gt_anns, pred_anns, images = [], [], []
     t_model = 0.0
     confusion: dict = {}
     t0 = time.time()
     for b0 in range(0, len(items), a.batch_size):
         batch = items[b0:b0 + a.batch_size]
-        frames = []
-        for cseed, fi in batch:
-            if cseed not in clips:
-                clips.clear()
-                clips[cseed] = shapes.Clip(cseed, num_frames=shapes.HELDOUT_CLIP_FRAMES)
-            frames.append(clips[cseed].frame(fi))
+        frames = [next(frame_iter) for _ in batch]
         inputs = [shapes.model_input(f.rgb, INPUT_H, INPUT_W) for f in frames]
         pix = np.stack([i[0] for i in inputs])
         t = time.time()

@@ -30,10 +30,10 @@ import train_sample  # noqa: E402
 
 def build(widths, depths, hidden: int):
     import torch
-    from transformers import ResNetBackbone, ResNetConfig
+    from transformers import ResNetBackbone
 
-    bb = ResNetBackbone(ResNetConfig(embedding_size=widths[0], hidden_sizes=list(widths), depths=list(depths),
-                                     layer_type="basic", out_features=["stage1", "stage2", "stage3", "stage4"]))
+    cfg = train_sample.build_config(backbone="resnet", widths=widths, depths=depths)  # the sample model's backbone
+    bb = ResNetBackbone(cfg.backbone_config)
 
     class Probe(torch.nn.Module):
         def __init__(self):
@@ -57,12 +57,7 @@ def validation(size, frames: int, seed: int = 2):
     """(pixel_values N x 3 x H x W, per-pixel class N x H x W with 255 = VOID) of validation frames."""
     h, w = size
     pix, lab = [], []
-    clips = {}
-    for cseed, fi in shapes.heldout_seeds(seed, frames):
-        if cseed not in clips:
-            clips.clear()
-            clips[cseed] = shapes.Clip(cseed, num_frames=shapes.HELDOUT_CLIP_FRAMES)
-        f = clips[cseed].frame(fi)
+    for f in shapes.heldout_frames(shapes.heldout_seeds(seed, frames)):
         p, _ = shapes.model_input(f.rgb, h, w)
         small, _ = shapes.model_ids(f.ids, h, w)
         cls = np.full(small.shape, 255, np.int64)

@@ -85,6 +85,16 @@ def heldout_seeds(seed: int = HELDOUT_SEED, num_frames: int = 200, per_clip: int
     return out
 
 
+def heldout_frames(items):
+    """The frames of ``heldout_seeds()`` pairs, in order, building each clip once (the pairs of
+    one clip are consecutive)."""
+    clip = None
+    for cseed, fi in items:
+        if clip is None or tuple(clip.seed) != tuple(cseed):
+            clip = Clip(cseed, num_frames=HELDOUT_CLIP_FRAMES)
+        yield clip.frame(fi)
+
+
 def train_seed(seed: int, k: int) -> tuple[int, int, int]:
     """Seed of the k-th training clip of training run ``seed``."""
     return (TRAIN_TAG, int(seed), int(k))

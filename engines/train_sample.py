@@ -174,15 +174,20 @@ def collate(items):
     return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
 
 
-def to_model_inputs(rgb, index, classes, device, valid=None):
-    """uint8 batch -> pixel_values (rescale 1/255, ImageNet mean/std; zero outside the ``valid``
-    (h, w) top-left region, as segstream pads), mask_labels, class_labels."""
+def normalize_batch(rgb, device):
+    """uint8 N x H x W x 3 -> float N x 3 x H x W on ``device``: rescale 1/255, ImageNet mean/std."""
     import torch
     mean = torch.tensor(shapes.IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(shapes.IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    rgb = rgb.to(device, non_blocking=True)
+    return (rgb.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+
+def to_model_inputs(rgb, index, classes, device, valid=None):
+    """uint8 batch -> pixel_values (``normalize_batch``; zero outside the ``valid`` (h, w)
+    top-left region, as segstream pads), mask_labels, class_labels."""
+    import torch
     index = index.to(device, non_blocking=True)
-    pix = (rgb.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    pix = normalize_batch(rgb, device)
     if valid is not None:
         pix[:, :, valid[0]:] = 0.0
         pix[:, :, :, valid[1]:] = 0.0
@@ -375,8 +380,6 @@ def pretrain_backbone(a, backbone, batches, device, t_start) -> list[dict]:
     head = torch.nn.Linear(backbone.channels[-1], len(shapes.THING_IDS)).to(device)
     params = list(backbone.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
-    mean = torch.tensor(shapes.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(shapes.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     entries, window, right, seen, n, t_window = [], 0.0, 0, 0, 0, time.time()
     for step in range(1, a.pretrain_steps + 1):
         rgb, index, classes = next(batches)
@@ -384,8 +387,7 @@ def pretrain_backbone(a, backbone, batches, device, t_start) -> list[dict]:
         for g in opt.param_groups:
             g["lr"] = lr_at((step - 1) / a.pretrain_steps, a.lr, step - 1, a.warmup)
         if crops is not None:
-            x = (crops.to(device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-            logits = head(backbone(x).feature_maps[-1].mean((2, 3)))
+            logits = head(backbone(normalize_batch(crops, device)).feature_maps[-1].mean((2, 3)))
             labels = labels.to(device)
             loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):

@@ -234,6 +234,52 @@ class SemanticHeads:
         return total / len(self.convs)
 
 
+class PooledHeads:
+    """Training-only auxiliary loss: each pixel-decoder feature map (strides 32, 16, 8 -- what the
+    decoder's queries attend to) averaged inside each ground-truth segment's mask (the mask's area
+    share of each cell as the weight), one linear layer per map, cross-entropy against the segment's
+    class, averaged over the maps. Unlike ``SemanticHeads`` it does not ask every pixel to know its
+    object's shape, only the mask's mean feature -- what masked attention gathers for a query --;
+    the heads are dropped at the end (``save_pretrained`` saves the Mask2Former only)."""
+
+    MIN_CELLS = 0.5  # a segment covering less than half a cell of a map is left out at that map
+
+    def __init__(self, hidden: int, num_labels: int, levels: int, device):
+        import torch
+        self.linears = torch.nn.ModuleList(torch.nn.Linear(hidden, num_labels) for _ in range(levels)).to(device)
+
+    def parameters(self):
+        return self.linears.parameters()
+
+    @classmethod
+    def pooled(cls, feature, masks):
+        """(means S x C, kept S bool): ``feature`` C x h x w averaged inside each of ``masks``
+        S x H x W (H, W multiples of h, w), weighted by the mask's share of each cell."""
+        import torch
+        import torch.nn.functional as F
+        share = F.adaptive_avg_pool2d(masks[None], feature.shape[-2:])[0]  # S x h x w, in [0, 1]
+        cells = share.sum((1, 2))
+        means = torch.einsum("shw,chw->sc", share, feature) / cells.clamp_min(1e-6)[:, None]
+        return means, cells >= cls.MIN_CELLS
+
+    def loss(self, features, masks, classes):
+        import torch
+        import torch.nn.functional as F
+        total, levels = features[0].sum() * 0.0, 0  # a tensor even when no segment is big enough
+        for lin, f in zip(self.linears, features):
+            means, labels = [], []
+            for b, (m, c) in enumerate(zip(masks, classes)):
+                if len(c) == 0:
+                    continue
+                x, keep = self.pooled(f[b], m)
+                means.append(x[keep])
+                labels.append(c[keep])
+            if means and sum(len(l) for l in labels):
+                total = total + F.cross_entropy(lin(torch.cat(means)), torch.cat(labels))
+                levels += 1
+        return total / max(levels, 1)
+
+
 def lr_at(progress: float, base: float, step: int, warmup_steps: int) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from ``base`` down to 2% of it at progress 1."""
     if step < warmup_steps:
@@ -304,6 +350,15 @@ def parse_args(argv=None):
     ap.add_argument("--semantic-weight", type=float, default=0.0,
                     help="weight of the auxiliary per-pixel class loss on the pixel decoder's three feature maps "
                          "(training only: its 1x1 heads are not part of the saved model; 0: off)")
+    ap.add_argument("--pooled-weight", type=float, default=0.0,
+                    help="weight of the auxiliary class loss on the pixel decoder's three feature maps averaged "
+                         "inside each ground-truth mask (training only: its linear heads are not part of the "
+                         "saved model; 0: off)")
+    ap.add_argument("--crop-weight", type=float, default=0.0,
+                    help="weight of the auxiliary loss of the backbone as a shape classifier on crops around the "
+                         "batch's things, moved by up to --crop-jitter pixels (training only; 0: off)")
+    ap.add_argument("--crop-jitter", type=int, default=16, help="max offset of an auxiliary crop's centre, pixels per axis")
+    ap.add_argument("--crop-copies", type=int, default=2, help="auxiliary crops per thing, each with its own offset")
     ap.add_argument("--data-cache", help="read training items from this folder (written by engines/sweep.py "
                     "with write_cache for the same seed and size) instead of generating them")
     a = ap.parse_args(argv)
@@ -340,6 +395,10 @@ def parse_args(argv=None):
         die(f"--embed-dim must be a multiple of 24 (24-dim Swin heads), got {a.embed_dim}")
     if a.pretrain_steps < 0 or a.backbone_lr_mult < 0:
         die("need --pretrain-steps >= 0 and --backbone-lr-mult >= 0")
+    if a.semantic_weight < 0 or a.pooled_weight < 0 or a.crop_weight < 0:
+        die("need --semantic-weight, --pooled-weight and --crop-weight >= 0")
+    if a.crop_jitter < 0 or a.crop_copies < 1:
+        die("need --crop-jitter >= 0 and --crop-copies >= 1")
     if a.decoder_layers < 2 or a.encoder_layers < 0 or a.num_queries < 1 or a.train_num_points < 16:
         die("need --decoder-layers >= 2, --encoder-layers >= 0, --num-queries >= 1, --train-num-points >= 16")
     return a
@@ -348,13 +407,15 @@ def parse_args(argv=None):
 CROP = 64  # side of the pre-training crops, in input pixels
 
 
-def thing_crops(rgb, index, classes, min_pixels: int = 30):
+def thing_crops(rgb, index, classes, min_pixels: int = 30, jitter: int = 0, rng=None):
     """(crops N x CROP x CROP x 3 uint8, labels N int64 = thing class - first thing id): a square
     around the bounding-box centre of each thing of each image with at least ``min_pixels``
-    visible pixels (zero outside the picture), from the trainer's uint8 batch."""
+    visible pixels (zero outside the picture), from the trainer's uint8 batch. ``jitter`` > 0
+    moves each crop's centre by a uniform whole offset in [-jitter, jitter] per axis, drawn from
+    ``rng`` (a numpy Generator), so that the thing is no longer at a fixed place in its crop."""
     import torch
-    h = CROP // 2
-    rgb = torch.nn.functional.pad(rgb.permute(0, 3, 1, 2), (h, h, h, h)).permute(0, 2, 3, 1)
+    pad = CROP // 2 + jitter  # a crop around any pixel, moved by up to `jitter`, stays inside
+    rgb = torch.nn.functional.pad(rgb.permute(0, 3, 1, 2), (pad,) * 4).permute(0, 2, 3, 1)
     out, labels = [], []
     for b, c in enumerate(classes):
         for k, cls in enumerate(c.tolist()):
@@ -364,11 +425,58 @@ def thing_crops(rgb, index, classes, min_pixels: int = 30):
             if len(ys) < min_pixels:
                 continue
             cy, cx = int(ys.min() + ys.max()) // 2, int(xs.min() + xs.max()) // 2
+            cy, cx = cy + jitter, cx + jitter  # the crop's top-left corner in the padded image
+            if jitter:
+                cy += int(rng.integers(-jitter, jitter + 1))
+                cx += int(rng.integers(-jitter, jitter + 1))
             out.append(rgb[b, cy:cy + CROP, cx:cx + CROP])
             labels.append(cls - shapes.THING_IDS[0])
     if not out:
         return None, None
     return torch.stack(out), torch.tensor(labels)
+
+
+class CropHead:
+    """Training-only auxiliary loss (``--crop-weight``): the backbone as a circle / square /
+    triangle classifier on crops around the batch's things (``thing_crops`` with ``jitter``,
+    ``copies`` crops of each thing with their own offsets), global average of its last map, one
+    linear layer, cross-entropy. The offsets matter: with the thing at the crop's centre the
+    classifier can match a template there, which does not carry over to frames, where things
+    are anywhere (``engines/crop_probe.py``). The crops do not touch the batch-norm running
+    statistics (those stay the frames'); the head is dropped at the end."""
+
+    def __init__(self, channels: int, jitter: int, copies: int, seed: int, device):
+        import torch
+        self.linear = torch.nn.Linear(channels, len(shapes.THING_IDS)).to(device)
+        self.jitter, self.copies = jitter, copies
+        self.rng = np.random.default_rng([seed, 0xC0])  # the offsets: deterministic for a seed
+
+    def parameters(self):
+        return self.linear.parameters()
+
+    def loss(self, backbone, rgb, index, classes, device):
+        """(loss or None when the batch has no thing, right count, crop count)."""
+        import torch
+        import torch.nn.functional as F
+        xs, ys = [], []
+        for _ in range(self.copies):
+            x, y = thing_crops(rgb, index, classes, jitter=self.jitter, rng=self.rng)
+            if x is not None:
+                xs.append(x)
+                ys.append(y)
+        if not xs:
+            return None, 0, 0
+        norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # normalize with the crops' statistics, leave the running ones alone
+        try:
+            logits = self.linear(backbone(normalize_batch(torch.cat(xs), device)).feature_maps[-1].mean((2, 3)))
+        finally:
+            for m, mom in zip(norms, saved):
+                m.momentum = mom
+        labels = torch.cat(ys).to(device)
+        return F.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
 
 
 def pretrain_backbone(a, backbone, batches, device, t_start) -> list[dict]:
@@ -451,15 +559,18 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
 
     sem = SemanticHeads(model.config.feature_size, len(shapes.LABELS), 3, device) if a.semantic_weight > 0 else None
+    pooled = PooledHeads(model.config.feature_size, len(shapes.LABELS), 3, device) if a.pooled_weight > 0 else None
+    backbone = model.model.pixel_level_module.encoder
+    crop = CropHead(backbone.channels[-1], a.crop_jitter, a.crop_copies, a.seed, device) if a.crop_weight > 0 else None
     decay, no_decay = [], []  # no weight decay on norms, biases, embeddings and tables
     no_decay_suffix = ("relative_position_bias_table", "level_embed", "level_embed.weight", "queries_embedder.weight",
                        "queries_features.weight", "position_embeddings")
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or n.endswith(no_decay_suffix) else decay).append(p)
-    if sem is not None:
-        decay += [p for p in sem.parameters() if p.ndim > 1]
-        no_decay += [p for p in sem.parameters() if p.ndim <= 1]
-    backbone = model.model.pixel_level_module.encoder
+    for heads in (sem, pooled, crop):
+        if heads is not None:
+            decay += [p for p in heads.parameters() if p.ndim > 1]
+            no_decay += [p for p in heads.parameters() if p.ndim <= 1]
     in_backbone = {id(p) for p in backbone.parameters()}
     groups = []
     for params, wd in ((decay, a.weight_decay), (no_decay, 0.0)):
@@ -507,7 +618,8 @@ def main(argv=None) -> int:
     t_main = time.time()
     main_budget = a.time_budget_s - (t_main - t_start)  # what the Mask2Former phase has left
     step = 0
-    window_loss, window_n, window_t, window_sem = 0.0, 0, time.time(), 0.0
+    window_loss, window_n, window_t, window_sem, window_pool = 0.0, 0, time.time(), 0.0, 0.0
+    window_crop, crop_right, crop_seen = 0.0, 0, 0
     data_wait = 0.0
     try:
         t_fetch = time.time()
@@ -526,13 +638,23 @@ def main(argv=None) -> int:
             pix, masks, classes = to_model_inputs(rgb, index, classes, device, valid)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=a.amp):
                 out = model(pixel_values=pix, mask_labels=masks, class_labels=classes,
-                            output_hidden_states=sem is not None)
+                            output_hidden_states=sem is not None or pooled is not None)
                 loss = out.loss
                 if sem is not None:
                     sem_loss = sem.loss(out.pixel_decoder_hidden_states,
                                         SemanticHeads.targets(index.to(device), classes))
                     loss = loss + a.semantic_weight * sem_loss
                     window_sem += sem_loss.item()
+                if pooled is not None:
+                    pool_loss = pooled.loss(out.pixel_decoder_hidden_states, masks, classes)
+                    loss = loss + a.pooled_weight * pool_loss
+                    window_pool += pool_loss.item()
+                if crop is not None:
+                    crop_loss, right, seen = crop.loss(backbone, rgb, index, classes, device)
+                    if crop_loss is not None:
+                        loss = loss + a.crop_weight * crop_loss
+                        window_crop += crop_loss.item()
+                        crop_right, crop_seen = crop_right + right, crop_seen + seen
             if not torch.isfinite(loss):  # keep the last good weights
                 log["stopped"] = f"non-finite loss at step {step}"
                 print(f"error: loss is {loss.item()} at step {step}; saving the weights of step {step}",
@@ -544,7 +666,7 @@ def main(argv=None) -> int:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
             opt.step()
             step += 1
-            window_loss += out.loss.item()  # the Mask2Former loss (the semantic term is logged apart)
+            window_loss += out.loss.item()  # the Mask2Former loss (the auxiliary terms are logged apart)
             window_n += 1
             if step % a.log_every == 0 or step == a.steps:
                 now = time.time()
@@ -553,12 +675,21 @@ def main(argv=None) -> int:
                          "steps_per_s": round(rate, 4), "data_wait_s": round(data_wait, 2)}
                 if sem is not None:
                     entry["semantic_loss"] = window_sem / window_n
+                if pooled is not None:
+                    entry["pooled_loss"] = window_pool / window_n
+                if crop is not None:
+                    entry["crop_loss"] = window_crop / window_n
+                    entry["crop_accuracy"] = crop_right / max(crop_seen, 1)
                 log["loss"].append(entry)
                 extra = f" (semantic {entry['semantic_loss']:.4f})" if sem is not None else ""
+                extra += f" (pooled {entry['pooled_loss']:.4f})" if pooled is not None else ""
+                extra += (f" (crops {entry['crop_loss']:.4f}, accuracy {entry['crop_accuracy']:.2f})"
+                          if crop is not None else "")
                 print(f"step {step:6d}/{a.steps}  loss {entry['loss']:.4f}{extra}  lr {lr:.2e}  {rate:.2f} steps/s  "
                       f"({1 / rate:.2f} s/step, waited {data_wait:.1f} s for data)  t={now - t_start:.0f}s",
                       file=sys.stderr, flush=True)
-                window_loss, window_n, window_t, window_sem = 0.0, 0, now, 0.0
+                window_loss, window_n, window_t, window_sem, window_pool = 0.0, 0, now, 0.0, 0.0
+                window_crop, crop_right, crop_seen = 0.0, 0, 0
             if step >= a.steps:
                 break
             t_fetch = time.time()

@@ -182,3 +182,109 @@ def test_pixel_probe_counts_thing_pixels_and_runs():
                                  "--threads", "1", "--size", "64x128", "--widths", "8,16,16,16", "--hidden", "16"]) == 0
     rows = [l for l in buf.getvalue().splitlines() if l.split() and l.split()[0].isdigit()]
     assert [r.split()[0] for r in rows] == ["1", "2"] and all("mean right" in r for r in rows)
+
+
+def test_pooled_loss_averages_inside_each_mask_and_heads_are_training_only(tmp_path):
+    """--pooled-weight: each feature map is averaged inside each ground-truth mask, weighted by
+    the mask's share of each cell; a segment under half a cell of a map is left out there; the
+    loss is logged apart, changes the weights, and the linear heads are not saved."""
+    pytest.importorskip("transformers")
+    import torch
+    import train_sample
+    from safetensors.torch import load_file
+
+    feature = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])  # C=1, 2x2 cells of 2x2 pixels each
+    masks = torch.zeros(3, 4, 4)
+    masks[0, :2, :2] = 1            # all of cell (0,0)
+    masks[1, :, 2:] = 1             # cells (0,1) and (1,1)
+    masks[1, 3, 0] = 1              # and a quarter of cell (1,0)
+    masks[2, 0, 0] = 1              # a quarter of a cell: left out
+    means, keep = train_sample.PooledHeads.pooled(feature, masks)
+    assert keep.tolist() == [True, True, False]
+    assert means[0, 0].item() == pytest.approx(1.0)
+    assert means[1, 0].item() == pytest.approx((3.0 + 7.0 + 0.25 * 5.0) / 2.25)
+
+    log = _train(tmp_path / "q", "--pooled-weight", "1", "--encoder-layers", "0")
+    assert all(np.isfinite(e["pooled_loss"]) and e["pooled_loss"] > 0 for e in log["loss"])
+    plain = _train(tmp_path / "p", "--encoder-layers", "0")
+    assert "pooled_loss" not in plain["loss"][0]
+    wq, wp = load_file(tmp_path / "q" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
+    assert wq.keys() == wp.keys()
+    assert any(not torch.equal(wq[k], wp[k]) for k in wq)
+
+
+def test_jittered_crops_and_the_crop_loss(tmp_path):
+    """--crop-weight: thing_crops(jitter=P) moves each crop's centre by at most P pixels per axis
+    (reproducibly for the generator's seed); the auxiliary crop loss leaves the backbone's
+    batch-norm running statistics and momenta as they were, trains the backbone, is logged
+    apart, and its head is not saved."""
+    pytest.importorskip("transformers")
+    import torch
+    import train_sample
+    from safetensors.torch import load_file
+    from transformers import ResNetBackbone
+
+    rgb = torch.zeros(1, 40, 50, 3, dtype=torch.uint8)
+    index = torch.full((1, 40, 50), 255, dtype=torch.uint8)
+    index[0, 10:20, 30:40] = 0  # a thing, bbox centre (14, 34)
+    rgb[0, 14, 34, 0] = 200
+    h, seen = train_sample.CROP // 2, set()
+    for seed in range(20):
+        crops, labels = train_sample.thing_crops(rgb, index, [torch.tensor([shapes.TRIANGLE])], jitter=5,
+                                                 rng=np.random.default_rng(seed))
+        again, _ = train_sample.thing_crops(rgb, index, [torch.tensor([shapes.TRIANGLE])], jitter=5,
+                                            rng=np.random.default_rng(seed))
+        assert torch.equal(crops, again) and labels.tolist() == [shapes.TRIANGLE - shapes.THING_IDS[0]]
+        (ys, xs) = torch.nonzero(crops[0, :, :, 0] == 200, as_tuple=True)
+        assert len(ys) == 1 and int(crops.sum()) == 200  # the marked pixel is in the crop, once
+        dy, dx = h - int(ys[0]), h - int(xs[0])  # the crop centre's offset from the thing's centre
+        assert abs(dy) <= 5 and abs(dx) <= 5
+        seen.add((dy, dx))
+    assert len(seen) > 5  # the offsets do vary
+
+    cfg = train_sample.build_config(backbone="resnet", widths=(8, 16, 16, 16), size=(64, 128))
+    backbone = ResNetBackbone(cfg.backbone_config).train()
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms]
+    head = train_sample.CropHead(16, jitter=8, copies=2, seed=0, device="cpu")
+    big = torch.zeros(1, 64, 128, 3, dtype=torch.uint8)
+    big[0, 20:40, 50:70] = 180
+    idx = torch.full((1, 64, 128), 0, dtype=torch.uint8)
+    idx[0, 20:40, 50:70] = 1
+    loss, right, n = head.loss(backbone, big, idx, [torch.tensor([shapes.SKY, shapes.SQUARE])], "cpu")
+    assert n == 2 and 0 <= right <= 2 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+    for m, (mean, var, mom) in zip(norms, before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and m.momentum == mom
+    assert head.loss(backbone, big, idx, [torch.tensor([shapes.SKY, shapes.ROAD])], "cpu") == (None, 0, 0)
+
+    log = _train(tmp_path / "c", "--crop-weight", "1", "--crop-jitter", "8")
+    assert all(np.isfinite(e["crop_loss"]) and 0 <= e["crop_accuracy"] <= 1 for e in log["loss"])
+    plain = _train(tmp_path / "p")
+    assert "crop_loss" not in plain["loss"][0]
+    wc, wp = load_file(tmp_path / "c" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
+    assert wc.keys() == wp.keys()
+    assert any(not torch.equal(wc[k], wp[k]) for k in wc)
+
+
+def test_crop_probe_runs(tmp_path):
+    """engines/crop_probe.py: a tiny run prints one row per evaluation and writes its curve;
+    the evaluation crops' seed is refused as a training seed."""
+    pytest.importorskip("transformers")
+    import contextlib
+    import io
+    import crop_probe
+
+    buf = io.StringIO()
+    out = tmp_path / "curve.json"
+    with contextlib.redirect_stdout(buf):
+        assert crop_probe.main(["--frames", "3", "--val-frames", "2", "--steps", "2", "--eval-every", "1",
+                                "--batch-size", "4", "--jitter", "8", "--threads", "1",
+                                "--widths", "8,16,16,16", "--json", str(out)]) == 0
+    rows = [l for l in buf.getvalue().splitlines() if l.split() and l.split()[0].isdigit()]
+    assert [r.split()[0] for r in rows] == ["1", "2"]
+    curve = json.loads(out.read_text())
+    assert [c["step"] for c in curve["curve"]] == [1, 2] and curve["train_crops"] > 0
+    assert all(0 <= c["eval_accuracy"] <= 1 for c in curve["curve"])
+    assert crop_probe.main(["--seed", str(crop_probe.VAL_SEED)]) == 2

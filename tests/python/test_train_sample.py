@@ -50,6 +50,21 @@ def _train(out, *extra):
         return json.load(f)
 
 
+def _aux_run(tmp_path, log_key, aux, base=()):
+    """Train with the auxiliary-loss flags ``aux`` and without them (both with ``base``): the
+    auxiliary run logs ``log_key``, the plain one does not, and the checkpoints have the same
+    keys (the heads are not saved) but different weights (the loss did train the model)."""
+    import torch
+    from safetensors.torch import load_file
+    log = _train(tmp_path / "aux", *aux, *base)
+    plain = _train(tmp_path / "plain", *base)
+    assert log_key in log["loss"][0] and log_key not in plain["loss"][0]
+    wa, wp = load_file(tmp_path / "aux" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert wa.keys() == wp.keys()
+    assert any(not torch.equal(wa[k], wp[k]) for k in wa)
+    return log
+
+
 def test_train_tiny_resnet_reproducible_and_evaluable(tmp_path):
     pytest.importorskip("transformers")
     import torch
@@ -112,20 +127,14 @@ def test_semantic_loss_targets_and_training_only_heads(tmp_path):
     pytest.importorskip("transformers")
     import torch
     import train_sample
-    from safetensors.torch import load_file
 
     index = torch.tensor([[[0, 1, 255], [2, 2, 0]]], dtype=torch.uint8)
     t = train_sample.SemanticHeads.targets(index, [torch.tensor([4, 0, 5])])
     assert t.tolist() == [[[4, 0, 255], [5, 5, 4]]]
 
-    log = _train(tmp_path / "s", "--semantic-weight", "1", "--encoder-layers", "0")
+    log = _aux_run(tmp_path, "semantic_loss", ["--semantic-weight", "1"], ["--encoder-layers", "0"])
     assert all(np.isfinite(e["semantic_loss"]) and e["semantic_loss"] > 0 for e in log["loss"])
-    plain = _train(tmp_path / "p", "--encoder-layers", "0")
-    assert "semantic_loss" not in plain["loss"][0]
-    ws, wp = load_file(tmp_path / "s" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
-    assert ws.keys() == wp.keys()
-    assert any(not torch.equal(ws[k], wp[k]) for k in ws)
-    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "aux" / "config.json").read_text())
     assert cfg["encoder_layers"] == 0
 
 
@@ -191,7 +200,6 @@ def test_pooled_loss_averages_inside_each_mask_and_heads_are_training_only(tmp_p
     pytest.importorskip("transformers")
     import torch
     import train_sample
-    from safetensors.torch import load_file
 
     feature = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])  # C=1, 2x2 cells of 2x2 pixels each
     masks = torch.zeros(3, 4, 4)
@@ -204,13 +212,8 @@ def test_pooled_loss_averages_inside_each_mask_and_heads_are_training_only(tmp_p
     assert means[0, 0].item() == pytest.approx(1.0)
     assert means[1, 0].item() == pytest.approx((3.0 + 7.0 + 0.25 * 5.0) / 2.25)
 
-    log = _train(tmp_path / "q", "--pooled-weight", "1", "--encoder-layers", "0")
+    log = _aux_run(tmp_path, "pooled_loss", ["--pooled-weight", "1"], ["--encoder-layers", "0"])
     assert all(np.isfinite(e["pooled_loss"]) and e["pooled_loss"] > 0 for e in log["loss"])
-    plain = _train(tmp_path / "p", "--encoder-layers", "0")
-    assert "pooled_loss" not in plain["loss"][0]
-    wq, wp = load_file(tmp_path / "q" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
-    assert wq.keys() == wp.keys()
-    assert any(not torch.equal(wq[k], wp[k]) for k in wq)
 
 
 def test_jittered_crops_and_the_crop_loss(tmp_path):
@@ -221,7 +224,6 @@ def test_jittered_crops_and_the_crop_loss(tmp_path):
     pytest.importorskip("transformers")
     import torch
     import train_sample
-    from safetensors.torch import load_file
     from transformers import ResNetBackbone
 
     rgb = torch.zeros(1, 40, 50, 3, dtype=torch.uint8)
@@ -259,13 +261,8 @@ def test_jittered_crops_and_the_crop_loss(tmp_path):
         assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and m.momentum == mom
     assert head.loss(backbone, big, idx, [torch.tensor([shapes.SKY, shapes.ROAD])], "cpu") == (None, 0, 0)
 
-    log = _train(tmp_path / "c", "--crop-weight", "1", "--crop-jitter", "8")
+    log = _aux_run(tmp_path, "crop_loss", ["--crop-weight", "1", "--crop-jitter", "8"])
     assert all(np.isfinite(e["crop_loss"]) and 0 <= e["crop_accuracy"] <= 1 for e in log["loss"])
-    plain = _train(tmp_path / "p")
-    assert "crop_loss" not in plain["loss"][0]
-    wc, wp = load_file(tmp_path / "c" / "model.safetensors"), load_file(tmp_path / "p" / "model.safetensors")
-    assert wc.keys() == wp.keys()
-    assert any(not torch.equal(wc[k], wp[k]) for k in wc)
 
 
 def test_crop_probe_runs(tmp_path):

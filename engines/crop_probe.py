@@ -61,7 +61,7 @@ def build(widths, depths):
             self.backbone, self.head = backbone, head
 
         def forward(self, x):
-            return self.head(self.backbone(x).feature_maps[-1].mean((2, 3)))
+            return self.head(train_sample.crop_features(self.backbone, x))
 
     return Classifier()
 

@@ -436,6 +436,12 @@ def thing_crops(rgb, index, classes, min_pixels: int = 30, jitter: int = 0, rng=
     return torch.stack(out), torch.tensor(labels)
 
 
+def crop_features(backbone, pix):
+    """What every crop classifier here reads (``--pretrain-steps``, ``--crop-weight``,
+    ``crop_probe.py``): the backbone's last feature map averaged over space, N x C."""
+    return backbone(pix).feature_maps[-1].mean((2, 3))
+
+
 class CropHead:
     """Training-only auxiliary loss (``--crop-weight``): the backbone as a circle / square /
     triangle classifier on crops around the batch's things (``thing_crops`` with ``jitter``,
@@ -471,7 +477,7 @@ class CropHead:
         for m in norms:
             m.momentum = 0.0  # normalize with the crops' statistics, leave the running ones alone
         try:
-            logits = self.linear(backbone(normalize_batch(torch.cat(xs), device)).feature_maps[-1].mean((2, 3)))
+            logits = self.linear(crop_features(backbone, normalize_batch(torch.cat(xs), device)))
         finally:
             for m, mom in zip(norms, saved):
                 m.momentum = mom
@@ -495,7 +501,7 @@ def pretrain_backbone(a, backbone, batches, device, t_start) -> list[dict]:
         for g in opt.param_groups:
             g["lr"] = lr_at((step - 1) / a.pretrain_steps, a.lr, step - 1, a.warmup)
         if crops is not None:
-            logits = head(backbone(normalize_batch(crops, device)).feature_maps[-1].mean((2, 3)))
+            logits = head(crop_features(backbone, normalize_batch(crops, device)))
             labels = labels.to(device)
             loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):

@@ -1,16 +1,23 @@
 //! The result of one frame: an id map plus the list of segments, and COCO compressed RLE
 //! for masks (the encoding the JSON frame record uses, decodable by pycocotools).
 
+use gstreamer::glib;
 use serde::{Deserialize, Serialize};
 
-/// Which inference a result came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+/// Which inference to run, and which one a result came from. Also the `mask2former`
+/// element's `task` property (its nicks are the names [`Task::as_str`] gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, glib::Enum)]
 #[serde(rename_all = "lowercase")]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamTask")]
 pub enum Task {
     #[default]
-    Panoptic,
-    Instance,
-    Semantic,
+    #[enum_value(name = "Panoptic: things and stuff, one segment per instance", nick = "panoptic")]
+    Panoptic = 0,
+    #[enum_value(name = "Instance: things only, segments may overlap in score order", nick = "instance")]
+    Instance = 1,
+    #[enum_value(name = "Semantic: one segment per class", nick = "semantic")]
+    Semantic = 2,
 }
 
 impl Task {

@@ -1,5 +1,7 @@
-//! One frame in, one [`Segmentation`] out: preprocess → backend → postprocess, with the
-//! model card and thresholds in one place. The elements and the CLI call this.
+//! One frame in, one [`Segmentation`] out: preprocess → backend → postprocess. The
+//! elements and the command call this; the user's post-processing settings come with each
+//! frame ([`PostSettings`]) and meet the model card's defaults in
+//! [`PostSettings::resolve`], so a segmenter holds no user setting of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,11 +10,13 @@ use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
 use crate::backend::select::{self, Attempt, BackendKind, Device};
 use crate::backend::tensorrt::{self, contract::card_path_for};
 use crate::backend::Backend;
+use crate::backend::batching::{self, BatchConfig};
 use crate::frame::Frame;
 use crate::model::ModelCard;
-use crate::postprocess::{self, Geometry, Params, Semantics};
+use crate::postprocess::{self, Geometry};
 use crate::preprocess::Preprocessor;
 use crate::segmentation::Segmentation;
+use crate::settings::{PostSettings, Settings};
 use crate::Result;
 
 /// Milliseconds spent in each stage for one frame.
@@ -39,6 +43,16 @@ pub struct SegmenterConfig {
 }
 
 impl SegmenterConfig {
+    /// How to open `model` with the user's settings (backend, device, threads): the one
+    /// mapping, used by the element and the command alike.
+    pub fn from_settings(model: impl Into<PathBuf>, settings: &Settings) -> Self {
+        let mut cfg = SegmenterConfig::new(model);
+        cfg.ort.intra_threads = (settings.threads > 0).then_some(settings.threads as usize);
+        cfg.backend = settings.backend;
+        cfg.device = settings.device;
+        cfg
+    }
+
     pub fn new(model: impl Into<PathBuf>) -> Self {
         SegmenterConfig {
             model: model.into(),
@@ -55,8 +69,6 @@ pub struct Segmenter {
     model_path: PathBuf,
     backend: Box<dyn Backend>,
     pre: Preprocessor,
-    params: Params,
-    semantics: Semantics,
     /// Why earlier attempts of [`Segmenter::open_auto`] failed (empty when the first one
     /// opened).
     fallbacks: Vec<String>,
@@ -152,15 +164,8 @@ impl Segmenter {
         if q != card.num_queries as usize {
             return Err(crate::Error::CardMismatch(format!("card says {} queries, model outputs {q}", card.num_queries)));
         }
-        let params = Params {
-            task: card.defaults.task,
-            score_threshold: card.defaults.score_threshold,
-            overlap_threshold: card.defaults.overlap_threshold,
-            mask_threshold: card.defaults.mask_threshold,
-            ..Params::default()
-        };
         let pre = Preprocessor::new(&card.input)?;
-        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, params, fallbacks: Vec::new(), semantics: Semantics::default() })
+        Ok(Segmenter { card, model_path: model_path.to_path_buf(), backend, pre, fallbacks: Vec::new() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -174,8 +179,7 @@ impl Segmenter {
     }
     /// Put `backend` in place of the current one and return the old one. The new backend
     /// must take the same input size and give the same outputs (the card was checked
-    /// against them). [`crate::batching::join`] uses this to route inference to a shared
-    /// batching engine while preprocess and postprocess stay here, per stream.
+    /// against them).
     pub fn replace_backend(&mut self, backend: Box<dyn Backend>) -> Result<Box<dyn Backend>> {
         if backend.input_size() != self.backend.input_size() || backend.output_dims() != self.backend.output_dims() {
             return Err(crate::Error::CardMismatch(format!(
@@ -190,29 +194,23 @@ impl Segmenter {
         Ok(std::mem::replace(&mut self.backend, backend))
     }
 
+    /// Infer through the batching group `name` ([`batching::join`]), while preprocess and
+    /// postprocess stay here, per stream. Returns this segmenter's own backend when it
+    /// joined a live group (give it back with [`Segmenter::replace_backend`] to leave),
+    /// `None` when its backend moved into a new group.
+    pub fn join_batch_group(&mut self, name: &str, cfg: BatchConfig) -> Result<Option<Box<dyn Backend>>> {
+        let model = format!("{} ({})", self.model_path.display(), self.card.name);
+        batching::join(name, &model, &mut self.backend, cfg)
+    }
+
     /// Input size and output dims of the backend: `((H, W), (Q, K+1))`.
     pub fn backend_dims(&self) -> ((usize, usize), (usize, usize)) {
         (self.backend.input_size(), self.backend.output_dims())
     }
 
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-    pub fn params_mut(&mut self) -> &mut Params {
-        &mut self.params
-    }
-    /// Whose post-processing semantics [`segment`](Self::segment) follows (default:
-    /// detectron2's, which crops the padding; see [`Semantics`]).
-    pub fn semantics(&self) -> Semantics {
-        self.semantics
-    }
-    /// Follow detectron2's or transformers' post-processing exactly.
-    pub fn set_semantics(&mut self, semantics: Semantics) {
-        self.semantics = semantics;
-    }
-
-    /// Segment one frame.
-    pub fn segment(&mut self, frame: &Frame<'_>) -> Result<(Segmentation, Timings)> {
+    /// Segment one frame with the user's post-processing settings (`None` fields: the
+    /// card's defaults).
+    pub fn segment(&mut self, frame: &Frame<'_>, post: &PostSettings) -> Result<(Segmentation, Timings)> {
         let t0 = Instant::now();
         let (input, valid) = self.pre.run(frame)?;
         let t1 = Instant::now();
@@ -225,11 +223,27 @@ impl Segmenter {
             valid_width: valid.1,
             frame_height: frame.height,
             frame_width: frame.width,
-            semantics: self.semantics,
+            semantics: post.semantics,
         };
-        let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &self.params)?;
+        let params = post.resolve(&self.card.defaults);
+        let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &params)?;
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::select::{BackendKind, Device};
+
+    #[test]
+    fn config_from_settings_takes_backend_device_threads() {
+        let s = Settings { backend: BackendKind::OnnxRuntimeCuda, device: Device::Cpu, threads: 3, ..Settings::default() };
+        let c = SegmenterConfig::from_settings("m.onnx", &s);
+        assert_eq!((c.backend, c.device, c.ort.intra_threads), (BackendKind::OnnxRuntimeCuda, Device::Cpu, Some(3)));
+        assert_eq!(c.model, PathBuf::from("m.onnx"));
+        assert_eq!(SegmenterConfig::from_settings("m.onnx", &Settings::default()).ort.intra_threads, None);
     }
 }

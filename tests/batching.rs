@@ -1,5 +1,5 @@
-//! Batching across streams (`mask2former engine-name=...`): streams of different frame
-//! sizes, frame counts and rates share one engine; each stream's results equal those of a
+//! Batching across streams (`mask2former batch-group=...`): streams of different frame
+//! sizes, frame counts and rates share one batch group; each stream's results equal those of a
 //! single-stream run of the same frames, and batches of more than one image happen.
 //!
 //! The fake backend's output depends on each image's tensor content (a per-image mean
@@ -8,7 +8,7 @@
 //! (dynamic batch) through ONNX Runtime, where it is installed.
 
 use std::path::Path;
-use std::sync::{Arc, Barrier, Once};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -17,39 +17,17 @@ use gstreamer_check as gst_check;
 use gstreamer_video as gst_video;
 
 use segstream::backend::{Backend, InputTensor, Logits};
-use segstream::batching::{self, BatchConfig};
+use segstream::backend::batching::{self, BatchConfig};
 use segstream::elements::{Mask2Former, SegmentationMeta};
 use segstream::model::ModelCard;
 use segstream::segmentation::Segmentation;
 use segstream::segmenter::{Segmenter, SegmenterConfig};
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst::init");
-        segstream::elements::register_static().expect("register the elements");
-    });
-}
-
-const IN: usize = 64;
-const Q: usize = 3;
-const K: usize = 3;
+mod common;
+use common::fixtures::{IN, K, Q, fake_card_with, init};
 
 fn card() -> ModelCard {
-    let json = serde_json::json!({
-        "format": "segstream.model/1",
-        "name": "fake-m2f",
-        "source": {"checkpoint": "test/fake"},
-        "input": {"height": IN, "width": IN, "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0], "channel_order": "RGB"},
-        "num_queries": Q,
-        "labels": [
-            {"id": 0, "name": "square", "isthing": true, "color": [255, 0, 0]},
-            {"id": 1, "name": "circle", "isthing": true, "color": [0, 255, 0]},
-            {"id": 2, "name": "background", "isthing": false, "color": [0, 0, 255]}
-        ],
-        "defaults": {"task": "panoptic", "score_threshold": 0.5, "overlap_threshold": 0.5, "mask_threshold": 0.5}
-    });
-    ModelCard::from_json(&json.to_string(), Path::new("fake.json")).expect("valid card")
+    fake_card_with(255.0, 0.5)
 }
 
 /// Per image: `v` = mean of its tensor; query 0 is "square" or "circle" (by `v`) over the
@@ -172,7 +150,7 @@ fn run_stream(
         assert_eq!((meta.segmentation().width, meta.segmentation().height), (st.w, st.h));
         out.push((meta.info().frame, (**meta.segmentation()).clone()));
         if barrier.is_some() {
-            // Different frame rates: streams arrive at the engine at their own pace.
+            // Different frame rates: streams arrive at the group at their own pace.
             std::thread::sleep(Duration::from_millis(100 / st.fps as u64));
         }
     }
@@ -183,25 +161,25 @@ fn run_stream(
 }
 
 /// Element properties as strings (`glib::Value` is not `Send`; the streams run on threads).
-fn engine_props(name: &str, batch: u32, timeout_ms: u64) -> Vec<(&'static str, String)> {
+fn group_props(name: &str, batch: u32, timeout_ms: u64) -> Vec<(&'static str, String)> {
     vec![
-        ("engine-name", name.to_string()),
+        ("batch-group", name.to_string()),
         ("batch-size", batch.to_string()),
         ("batch-timeout", (timeout_ms * 1_000_000).to_string()),
     ]
 }
 
-/// Runs the 4 streams concurrently on engine `name` with segmenters from `make`, and
-/// each stream alone (own model, no engine); asserts equal results and returns the
-/// engine's stats.
-fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra: Vec<(&'static str, String)>) -> batching::EngineStats {
+/// Runs the 4 streams concurrently in batch group `name` with segmenters from `make`, and
+/// each stream alone (own model, no group); asserts equal results and returns the
+/// group's stats.
+fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra: Vec<(&'static str, String)>) -> batching::GroupStats {
     let single: Vec<_> = (0..STREAMS.len()).map(|s| run_stream(s, make(), &extra, None)).collect();
     for (s, r) in single.iter().enumerate() {
         assert_eq!(r.len() as u64, STREAMS[s].frames);
         assert!(r.iter().all(|(_, seg)| !seg.segments.is_empty()), "stream {s}: empty results prove nothing");
     }
     let barrier = Barrier::new(STREAMS.len());
-    let mut props = engine_props(name, 4, 150);
+    let mut props = group_props(name, 4, 150);
     props.extend(extra.iter().cloned());
     let stats = Arc::new(std::sync::Mutex::new(None));
     let batched: Vec<_> = std::thread::scope(|scope| {
@@ -223,22 +201,22 @@ fn batched_equals_single(name: &str, make: impl Fn() -> Segmenter + Sync, extra:
     }
     // Results differ between streams (else a mix-up could go unseen).
     assert!(batched[0][0].1 != batched[1][0].1 || batched[0][0].1 != batched[2][0].1);
-    let s = stats.lock().unwrap().take().expect("engine stats seen");
+    let s = stats.lock().unwrap().take().expect("group stats seen");
     s
 }
 
-/// `run_stream`, and the last stream to finish records the engine's stats before leaving.
+/// `run_stream`, and the last stream to finish records the group's stats before leaving.
 fn run_stream_keep(
     s: usize,
     seg: Segmenter,
     props: &[(&str, String)],
     barrier: &Barrier,
     name: &str,
-    stats: &std::sync::Mutex<Option<batching::EngineStats>>,
+    stats: &std::sync::Mutex<Option<batching::GroupStats>>,
 ) -> Vec<(u64, Segmentation)> {
     let out = run_stream(s, seg, props, Some(barrier));
     // The element gave its segmenter back on stop; take the latest stats while the
-    // engine lives (members' segmenters, kept by the elements, keep it alive).
+    // group lives (members' segmenters, kept by the elements, keep it alive).
     if let Some(st) = batching::stats(name) {
         let mut g = stats.lock().unwrap();
         let newer = g.as_ref().is_none_or(|o| st.requests >= o.requests);
@@ -253,7 +231,7 @@ fn run_stream_keep(
 fn four_streams_batched_equal_single_stream_runs() {
     let total: u64 = STREAMS.iter().map(|s| s.frames).sum();
     let stats = batched_equals_single("test-fake-4", || fake_segmenter(usize::MAX), vec![]);
-    println!("engine stats: {stats:?}");
+    println!("batch group stats: {stats:?}");
     assert!(stats.requests >= total - 3, "{stats:?}");
     assert!(stats.multi_image_batches > 0, "no batch of more than one frame formed: {stats:?}");
     assert!(stats.max_batch > 1 && stats.max_batch <= 4, "{stats:?}");
@@ -261,21 +239,21 @@ fn four_streams_batched_equal_single_stream_runs() {
 }
 
 /// A backend that takes one image a call (a model exported with a fixed batch of 1):
-/// the engine runs each batch image by image, results unchanged.
+/// the group runs each batch image by image, results unchanged.
 #[test]
 fn fixed_batch_backend_runs_batches_image_by_image() {
     let stats = batched_equals_single("test-fake-fixed", || fake_segmenter(1), vec![]);
-    println!("engine stats: {stats:?}");
+    println!("batch group stats: {stats:?}");
     assert!(stats.multi_image_batches > 0, "{stats:?}");
     assert!(stats.backend_calls > stats.batches, "{stats:?}");
 }
 
 #[test]
-fn mismatched_engine_settings_are_refused() {
+fn mismatched_batch_settings_are_refused() {
     init();
     let mk = |batch: u32| {
         let e = gst::ElementFactory::make("mask2former").build().unwrap();
-        for (k, v) in engine_props("test-mismatch", batch, 5) {
+        for (k, v) in group_props("test-mismatch", batch, 5) {
             e.set_property_from_str(k, &v);
         }
         let m: Mask2Former = e.downcast().unwrap();
@@ -297,7 +275,7 @@ fn mismatched_engine_settings_are_refused() {
     assert!(err.error().to_string().contains("batch-size"), "{}", err.error());
     // A different model is refused too.
     let c = gst::ElementFactory::make("mask2former").build().unwrap();
-    for (k, v) in engine_props("test-mismatch", 4, 5) {
+    for (k, v) in group_props("test-mismatch", 4, 5) {
         c.set_property_from_str(k, &v);
     }
     let c: Mask2Former = c.downcast().unwrap();
@@ -312,11 +290,11 @@ fn mismatched_engine_settings_are_refused() {
     // The refused elements keep their segmenter (it goes back to the injection slot).
     assert!(b.take_segmenter().is_some());
     a.set_state(gst::State::Null).unwrap();
-    // The first member's segmenter still holds its place in the engine until dropped.
+    // The first member's segmenter still holds its place in the group until dropped.
     let kept = a.take_segmenter().expect("segmenter back after stop");
     drop(kept);
     drop(a);
-    assert!(batching::stats("test-mismatch").is_none(), "engine gone with its last member");
+    assert!(batching::stats("test-mismatch").is_none(), "group gone with its last member");
 }
 
 #[test]
@@ -324,8 +302,8 @@ fn join_and_leave_restore_the_own_backend() {
     let mut a = fake_segmenter(usize::MAX);
     let mut b = fake_segmenter(usize::MAX);
     let cfg = BatchConfig { batch_size: 2, timeout: Duration::from_millis(1) };
-    assert!(batching::join(&mut a, "test-join", cfg).unwrap().is_none(), "a creates the engine");
-    let own = batching::join(&mut b, "test-join", cfg).unwrap().expect("b joins and keeps its backend");
+    assert!(a.join_batch_group("test-join", cfg).unwrap().is_none(), "a creates the group");
+    let own = b.join_batch_group("test-join", cfg).unwrap().expect("b joins and keeps its backend");
     assert_eq!(batching::stats("test-join").unwrap().members, 2);
     b.replace_backend(own).unwrap();
     assert_eq!(batching::stats("test-join").unwrap().members, 1);
@@ -354,7 +332,7 @@ fn four_streams_batched_on_tiny_contract_onnx_equal_single_stream_runs() {
     }
     let extra = vec![("task", "semantic".to_string())];
     let stats = batched_equals_single("test-onnx-4", || tiny_contract().unwrap(), extra);
-    println!("engine stats: {stats:?}");
+    println!("batch group stats: {stats:?}");
     assert!(stats.multi_image_batches > 0, "{stats:?}");
     assert_eq!(stats.backend_calls, stats.batches, "dynamic batch: one call a batch: {stats:?}");
 }

@@ -86,7 +86,7 @@ fn bench_json_has_every_stage() {
     assert_eq!(v["schema"], "segstream.bench/1");
     assert_eq!(v["frames"], 3);
     let names: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, segstream::bench::STAGES);
+    assert_eq!(names, segstream::app::bench::STAGES);
     for s in v["stages"].as_array().unwrap() {
         for k in ["p50_ms", "p95_ms", "mean_ms"] {
             let x = s[k].as_f64().unwrap_or(-1.0);

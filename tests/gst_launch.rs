@@ -179,6 +179,10 @@ fn inspect_lists_the_three_elements_and_their_properties() {
                 "track",
                 "track-max-age",
                 "track-iou-threshold",
+                "batch-group",
+                "batch-size",
+                "batch-timeout",
+                "batch-stats",
                 "stats",
             ],
         ),
@@ -291,5 +295,109 @@ fn launch_tee_to_mp4_and_json_lines() {
         assert_eq!((r.width, r.height), (320, 180));
         assert_eq!(r.model, "shapes-m2f");
         assert_eq!(r.pts, Some(i as u64 * 100_000_000));
+    }
+}
+
+/// What must agree between two runs: every record's identity and segments (ids, labels,
+/// scores, boxes, track ids and RLE masks), timings aside.
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let r = segstream::schema::FrameRecord::from_json_line(l).unwrap();
+            serde_json::json!({
+                "frame": r.frame, "pts": r.pts, "size": [r.width, r.height], "model": r.model,
+                "task": r.task, "stale": r.stale, "segments": r.segments,
+            })
+        })
+        .collect()
+}
+
+/// Every `segstream run` flag that is a `mask2former` property gives the JSON that the
+/// property gives in `gst-launch-1.0`, on a model and clip of the test's own making: the
+/// sample network with a card of other defaults (score threshold 0.35, named `own-m2f`),
+/// on a portrait clip (160×240) that the 288×160 network sees with wide padding, where
+/// detectron2's and transformers' semantics differ. Rows marked `differs` must also change
+/// the output from the defaults'.
+#[test]
+fn every_run_flag_equals_its_property_in_gst_launch() {
+    let (env, model) = env_or_skip!("every_run_flag_equals_its_property_in_gst_launch", true);
+    let model = model.unwrap();
+    let d = tmp("flags");
+    // The model: the sample's network under a card of our own.
+    let own = d.join("own-m2f.onnx");
+    std::fs::copy(&model, &own).unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap();
+    card["name"] = "own-m2f".into();
+    card["defaults"]["score_threshold"] = 0.35.into();
+    std::fs::write(own.with_extension("json"), card.to_string()).unwrap();
+    // The clip: the first frames of the sample (identity ends it after 12), scaled to portrait.
+    let clip = d.join("portrait.mp4");
+    let out = env.launch(
+        &format!(
+            "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! identity eos-after=12 ! videoconvert ! videoscale \
+             ! video/x-raw,width=160,height=240 ! x264enc ! mp4mux ! filesink location={}",
+            repo().join("samples/shapes.mp4").display(),
+            clip.display()
+        ),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "making the clip: {}", String::from_utf8_lossy(&out.stderr));
+
+    // (run flags, mask2former properties, must differ from the defaults)
+    let rows: &[(&[&str], &str, bool)] = &[
+        (&[], "", false),
+        (&["--task", "semantic"], "task=semantic", true),
+        (&["--task", "instance"], "task=instance", true),
+        (&["--task", "panoptic"], "task=panoptic", false),
+        (&["--semantics", "transformers"], "semantics=transformers", true),
+        (&["--score-threshold", "0.9"], "score-threshold=0.9", true),
+        (&["--overlap-threshold", "0.99"], "overlap-threshold=0.99", true),
+        (&["--mask-threshold", "0.9"], "mask-threshold=0.9", true),
+        (&["--interval", "3"], "interval=3", true),
+        (&["--track"], "track=true", true),
+        (&["--track", "--track-max-age", "0", "--track-iou-threshold", "0.95"], "track=true track-max-age=0 track-iou-threshold=0.95", true),
+        (&["--async", "wait"], "mode=async overload=wait", false),
+        (&["--threads", "1"], "threads=1", false),
+        (&["--backend", "onnxruntime", "--device", "cpu"], "backend=onnxruntime device=cpu", false),
+    ];
+    let mut defaults = None;
+    for (i, (flags, props, differs)) in rows.iter().enumerate() {
+        let cli_json = d.join(format!("cli-{i}.jsonl"));
+        let mut args = vec![
+            "run".to_string(),
+            clip.display().to_string(),
+            "--model".into(),
+            own.display().to_string(),
+            "--no-overlay".into(),
+            "--json".into(),
+            cli_json.display().to_string(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(env!("CARGO_BIN_EXE_segstream"), &args, Duration::from_secs(300));
+        assert!(out.status.success(), "segstream {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+
+        let launch_json = d.join(format!("launch-{i}.jsonl"));
+        let out = env.launch(
+            &format!(
+                "filesrc location={} ! decodebin ! videoconvert ! mask2former model={} {props} ! segmetaenc ! filesink location={}",
+                clip.display(),
+                own.display(),
+                launch_json.display()
+            ),
+            Duration::from_secs(300),
+        );
+        assert!(out.status.success(), "gst-launch {props}: {}", String::from_utf8_lossy(&out.stderr));
+
+        let (cli, launch) = (records(&cli_json), records(&launch_json));
+        assert!(cli.len() >= 12, "{flags:?}: {} records, one per frame of the clip expected", cli.len());
+        assert!(cli == launch, "{flags:?} and `{props}` disagree");
+        assert!(cli.iter().all(|r| r["model"] == "own-m2f"));
+        match &defaults {
+            None => defaults = Some(cli),
+            Some(base) => assert_eq!(&cli != base, *differs, "{flags:?}: differs from the defaults' output: expected {differs}"),
+        }
     }
 }

@@ -9,6 +9,7 @@ use segstream::backend::{Backend, InputTensor};
 use segstream::frame::{Frame, PixelFormat};
 use segstream::model::ModelCard;
 use segstream::segmenter::{Segmenter, SegmenterConfig};
+use segstream::settings::PostSettings;
 use segstream::Error;
 
 fn data(name: &str) -> PathBuf {
@@ -139,20 +140,20 @@ fn segmenter_runs_every_format_end_to_end() {
         return;
     }
     let mut s = Segmenter::open(&SegmenterConfig::new(data("tiny_contract.onnx"))).unwrap();
-    s.params_mut().score_threshold = 0.0;
+    let post = PostSettings { score_threshold: Some(0.0), ..PostSettings::default() };
     let (w, h) = (40usize, 30usize);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
-    let (seg, t) = s.segment(&Frame::packed(PixelFormat::Rgb, w, h, &rgb).unwrap()).unwrap();
+    let (seg, t) = s.segment(&Frame::packed(PixelFormat::Rgb, w, h, &rgb).unwrap(), &post).unwrap();
     assert_eq!((seg.width, seg.height, seg.ids.len()), (w as u32, h as u32, w * h));
     assert!(t.inference_ms >= 0.0);
     let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 3 % 251) as u8).collect();
-    s.segment(&Frame::packed(PixelFormat::Rgba, w, h, &rgba).unwrap()).unwrap();
-    s.segment(&Frame::packed(PixelFormat::Bgrx, w, h, &rgba).unwrap()).unwrap();
+    s.segment(&Frame::packed(PixelFormat::Rgba, w, h, &rgba).unwrap(), &post).unwrap();
+    s.segment(&Frame::packed(PixelFormat::Bgrx, w, h, &rgba).unwrap(), &post).unwrap();
     let y = vec![120u8; w * h];
     let uv = vec![128u8; w * h / 2];
-    s.segment(&Frame::new(PixelFormat::Nv12, w, h, [&y, &uv, &[]], [w, w, 0]).unwrap()).unwrap();
+    s.segment(&Frame::new(PixelFormat::Nv12, w, h, [&y, &uv, &[]], [w, w, 0]).unwrap(), &post).unwrap();
     let u = vec![128u8; w * h / 4];
-    s.segment(&Frame::new(PixelFormat::I420, w, h, [&y, &u, &u], [w, w / 2, w / 2]).unwrap()).unwrap();
+    s.segment(&Frame::new(PixelFormat::I420, w, h, [&y, &u, &u], [w, w / 2, w / 2]).unwrap(), &post).unwrap();
 }
 
 mod common;

@@ -1,6 +1,8 @@
 //! Inference backends behind one trait. A backend takes the preprocessed NCHW tensor and
-//! returns the two Mask2Former outputs of the ONNX contract.
+//! returns the two Mask2Former outputs of the ONNX contract. [`batching`] wraps a backend
+//! to share it, batched, between streams.
 
+pub mod batching;
 pub mod onnxruntime;
 pub mod select;
 pub mod tensorrt;
@@ -177,7 +179,7 @@ pub trait Backend: Send {
     /// Run the network. `input.shape[1..]` must be `[3, H, W]` of [`Backend::input_size`].
     fn infer(&mut self, input: &InputTensor) -> Result<Logits>;
     /// Largest batch `N` one [`Backend::infer`] call takes. The default, 1, is safe for
-    /// any backend: the shared batching engine ([`crate::batching`]) then runs a batch
+    /// any backend: a batching group ([`batching`]) then runs a batch
     /// image by image. ONNX Runtime overrides it for models with a dynamic batch dimension.
     fn max_batch(&self) -> usize {
         1

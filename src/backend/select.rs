@@ -12,21 +12,36 @@
 //! says so. The native TensorRT backend never falls back to ONNX Runtime either: a
 //! `.engine` file runs nowhere else, and a build without the `tensorrt` feature says so.
 
+use gstreamer::glib;
+
 use crate::backend::onnxruntime::Provider;
 use crate::{Error, Result};
 
-/// The `backend` option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+/// The `backend` option (element property, CLI flag; the property's nicks are the names
+/// [`BackendKind::as_str`] gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamBackend")]
 pub enum BackendKind {
     /// ONNX Runtime; the device picks the execution provider.
     #[default]
-    OnnxRuntime,
+    #[enum_value(name = "ONNX Runtime (CUDA or CPU, as the device property says)", nick = "onnxruntime")]
+    OnnxRuntime = 0,
     /// ONNX Runtime with its CUDA execution provider.
-    OnnxRuntimeCuda,
+    #[enum_value(name = "ONNX Runtime's CUDA execution provider", nick = "onnxruntime-cuda")]
+    OnnxRuntimeCuda = 1,
     /// ONNX Runtime with its TensorRT execution provider (engine cache beside the model).
-    OnnxRuntimeTensorRt,
+    #[enum_value(
+        name = "ONNX Runtime's TensorRT execution provider (engine cache beside the model)",
+        nick = "onnxruntime-tensorrt"
+    )]
+    OnnxRuntimeTensorRt = 2,
     /// segstream's native TensorRT backend (feature `tensorrt`).
-    TensorRt,
+    #[enum_value(
+        name = "Native TensorRT: a .engine file, or an .onnx built into one beside it on first use (needs the tensorrt feature)",
+        nick = "tensorrt"
+    )]
+    TensorRt = 3,
 }
 
 impl BackendKind {
@@ -67,14 +82,22 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// The `device` option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+/// The `device` option (element property, CLI flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamDevice")]
 pub enum Device {
     /// The backend's best device, falling back as the table above says.
     #[default]
-    Auto,
-    Cpu,
-    Cuda,
+    #[enum_value(
+        name = "Best available: the backend's GPU provider, falling back towards the CPU (ONNX Runtime only)",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(name = "CPU (ONNX Runtime)", nick = "cpu")]
+    Cpu = 1,
+    #[enum_value(name = "CUDA device, no fallback: an error if the runtime lacks it", nick = "cuda")]
+    Cuda = 2,
 }
 
 impl Device {

@@ -28,10 +28,7 @@ pub(crate) fn driver_err(what: &str) -> impl FnOnce(cu::DriverError) -> Error + 
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            Err(Error::CudaUnavailable(format!("{what}: {msg}")))
-        }
+        Err(p) => Err(Error::CudaUnavailable(format!("{what}: {}", crate::util::panic_message(&p)))),
     }
 }
 

@@ -12,7 +12,7 @@ pub mod meta;
 pub mod segmetaenc;
 pub mod segoverlay;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 use gst::glib;
 use gstreamer as gst;
@@ -100,17 +100,4 @@ pub(crate) fn video_caps() -> gst::Caps {
             gst_video::VideoFormat::I420,
         ])
         .build()
-}
-
-/// Lock a mutex, recovering the data if a panic poisoned it (no panic must cross into
-/// GStreamer's C code).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

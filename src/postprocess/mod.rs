@@ -11,6 +11,8 @@ pub mod semantic;
 pub(crate) mod tiles;
 pub mod upsample;
 
+use gstreamer::glib;
+
 use crate::backend::ImageLogits;
 use crate::model::Label;
 use crate::segmentation::{Segmentation, Task};
@@ -18,17 +20,25 @@ use crate::Result;
 
 /// Which reference implementation's exact semantics to follow. They differ in how mask
 /// logits reach the frame size and in where the sigmoid and the mask threshold apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Also the `mask2former` element's `semantics` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegstreamSemantics")]
 pub enum Semantics {
     /// detectron2 (`semantic_inference` / `instance_inference` / `panoptic_inference` +
     /// `sem_seg_postprocess`): logits bilinear to the network input `H×W`, crop the valid
     /// (unpadded) region, bilinear to the frame size, then sigmoid. The right answer for
     /// padded inputs; the pipeline's default.
     #[default]
-    Detectron2,
+    #[enum_value(name = "detectron2: crop the padding, then resize the masks to the frame", nick = "detectron2")]
+    Detectron2 = 0,
     /// transformers' `post_process_*_segmentation`: logits bilinear to a fixed 384×384,
     /// sigmoid, then to the frame size, no crop. Used to compare against transformers.
-    Transformers,
+    #[enum_value(
+        name = "transformers: post_process_*_segmentation exactly (masks through a 384x384 square)",
+        nick = "transformers"
+    )]
+    Transformers = 1,
 }
 
 impl Semantics {

@@ -1,6 +1,8 @@
 //! Readers shared by the integration tests: `.npy` (little-endian f32, C order) and PNG.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::path::{Path, PathBuf};
 
 pub fn golden_dir() -> PathBuf {

@@ -6,7 +6,7 @@ use gst::subclass::prelude::*;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
-use crate::elements::lock;
+use crate::util::lock;
 use crate::elements::meta::SegmentationMeta;
 use crate::schema::FrameRecord;
 

@@ -12,7 +12,7 @@ use gstreamer_video as gst_video;
 
 use super::ColorBySetting;
 use crate::elements::meta::{SegmentationMeta, scale_segmentation};
-use crate::elements::{lock, panic_message};
+use crate::util::{lock, panic_message};
 use crate::frame::{FrameMut, PixelFormat};
 use crate::render::{self, OverlayOptions};
 

@@ -1,4 +1,4 @@
-//! `segstream bench`: a thin shell over `segstream::bench`.
+//! `segstream bench`: a thin shell over `segstream::app::bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
-use segstream::bench::{self, BenchConfig};
-use segstream::elements::mask2former::{DeviceSetting, open_segmenter};
+use segstream::app::bench::{self, BenchConfig};
+use segstream::backend::select::Device;
 use segstream::postprocess::Semantics;
-use segstream::segmenter::SegmenterConfig;
+use segstream::segmenter::{Segmenter, SegmenterConfig};
+use segstream::settings::{PostSettings, Settings};
 
 use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
 
@@ -99,11 +100,11 @@ fn bench_inner(args: &BenchArgs) -> Result<()> {
     if args.live {
         return live(args, &input, &model);
     }
-    let mut cfg = SegmenterConfig::new(&model);
-    cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
-    let device = if args.device == "auto" { DeviceSetting::Auto } else { DeviceSetting::Cpu };
-    let mut segmenter = open_segmenter(&cfg, device).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
-    segmenter.set_semantics(args.semantics.parse::<Semantics>()?);
+    let device = if args.device == "auto" { Device::Auto } else { Device::Cpu };
+    let settings = Settings { device, threads: args.threads, ..Settings::default() };
+    let segmenter = Segmenter::open_auto(&SegmenterConfig::from_settings(&model, &settings))
+        .map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
+    let post = PostSettings { semantics: args.semantics.parse::<Semantics>()?, ..PostSettings::default() };
 
     let tmp = std::env::temp_dir().join(format!("segstream-bench-{}", std::process::id()));
     let scratch = args.scratch.clone().unwrap_or_else(|| tmp.clone());
@@ -113,6 +114,7 @@ fn bench_inner(args: &BenchArgs) -> Result<()> {
         warmup: args.warmup,
         threads: args.threads,
         end_to_end: !args.no_end_to_end,
+        post,
         scratch,
     };
     let result = bench::run(&bcfg, segmenter);
@@ -143,7 +145,7 @@ fn live(args: &BenchArgs, input: &std::path::Path, model: &std::path::Path) -> R
     if args.peer.is_some() || args.chart.is_some() {
         bail!("--peer and --chart belong to the stage breakdown, not to --live");
     }
-    let source = segstream::pipeline::Source::File(input.to_path_buf());
+    let source = segstream::app::pipeline::Source::File(input.to_path_buf());
     let cfg = bench::live::LiveConfig {
         input_uri: source.uri()?,
         input_name: input.display().to_string(),

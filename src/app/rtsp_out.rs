@@ -16,6 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use crate::util::lock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use gst::glib;
@@ -99,10 +100,6 @@ impl Drop for RtspServer {
 
 /// The served media's source while a client is connected.
 type Slot = Arc<Mutex<Option<gst_app::AppSrc>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Add the RTSP branch after `tee` in `pipeline` (not yet started) and start the server.
 /// Fails with a message naming the address when it cannot listen there.

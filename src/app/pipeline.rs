@@ -29,10 +29,10 @@ use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_pbutils as gst_pbutils;
 
-use crate::elements::mask2former::{ModeSetting, OverloadSetting, TaskSetting};
-use crate::elements::{FRAME_MESSAGE, Mask2Former, lock};
-use crate::segmentation::Task;
+use crate::elements::{FRAME_MESSAGE, Mask2Former};
+use crate::util::lock;
 use crate::segmenter::{Segmenter, Timings};
+use crate::settings::Settings;
 
 /// File extensions taken as videos when a folder is given.
 pub const VIDEO_EXTENSIONS: &[&str] = &[
@@ -307,19 +307,6 @@ impl Outputs {
     }
 }
 
-/// Settings of `mask2former` the command exposes.
-#[derive(Debug, Clone, Default)]
-pub struct ElementSettings {
-    pub model: Option<PathBuf>,
-    pub task: Option<Task>,
-    pub score_threshold: Option<f32>,
-    pub threads: u32,
-    /// `mask2former track=true`: persistent track ids.
-    pub track: bool,
-    /// `mask2former mode=async` with this `overload` policy (`None`: sync).
-    pub async_overload: Option<OverloadSetting>,
-}
-
 /// A built pipeline, ready to run.
 pub struct SegPipeline {
     pub pipeline: gst::Pipeline,
@@ -459,15 +446,11 @@ fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
     })
 }
 
-/// Build the pipeline for one source. `segmenter`, if given, is injected into
-/// `mask2former` (see [`Mask2Former::set_segmenter`]); otherwise the element opens
-/// `settings.model` itself when it starts.
-pub fn build(
-    source: &Source,
-    outputs: &Outputs,
-    settings: &ElementSettings,
-    segmenter: Option<Segmenter>,
-) -> Result<SegPipeline> {
+/// Build the pipeline for one source. `mask2former` takes `settings` (with
+/// `post-messages` on: the run's timings come from those messages). `segmenter`, if
+/// given, is injected into it (see [`Mask2Former::set_segmenter`]); otherwise the element
+/// opens `settings.model` itself when it starts.
+pub fn build(source: &Source, outputs: &Outputs, settings: &Settings, segmenter: Option<Segmenter>) -> Result<SegPipeline> {
     let pipeline = gst::Pipeline::with_name("segstream");
     let uri = source.uri()?;
     let live = source.is_live();
@@ -489,22 +472,7 @@ pub fn build(
         .clone()
         .downcast()
         .map_err(|_| anyhow!("element `mask2former` is not segstream's (plugin conflict?)"))?;
-    if let Some(model) = &settings.model {
-        m2f.set_property("model", model.to_string_lossy().as_ref());
-    }
-    if let Some(task) = settings.task {
-        m2f.set_property("task", TaskSetting::from(task));
-    }
-    if let Some(t) = settings.score_threshold {
-        m2f.set_property("score-threshold", t);
-    }
-    m2f.set_property("threads", settings.threads);
-    m2f.set_property("track", settings.track);
-    if let Some(overload) = settings.async_overload {
-        m2f.set_property("mode", ModeSetting::Async);
-        m2f.set_property("overload", overload);
-    }
-    m2f.set_property("post-messages", true);
+    mask2former.set_settings(Settings { post_messages: true, ..settings.clone() });
     if let Some(s) = segmenter {
         mask2former.set_segmenter(s);
     }

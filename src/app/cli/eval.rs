@@ -1,4 +1,4 @@
-//! `segstream eval`: a thin shell over `segstream::eval`.
+//! `segstream eval`: a thin shell over `segstream::app::eval`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use segstream::eval::{Coverage, GroundTruth, Prediction, evaluate};
+use segstream::app::eval::{Coverage, GroundTruth, Prediction, evaluate};
 
 use super::fail;
 

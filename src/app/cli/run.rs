@@ -11,17 +11,15 @@ use clap::Args;
 use gstreamer::prelude::GstBinExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use segstream::elements::mask2former::OverloadSetting;
-use segstream::backend::select::{BackendKind, Device};
-use segstream::segmenter::Segmenter;
-use segstream::pipeline::{
-    self, ElementSettings, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS,
-    percentile,
+use segstream::app::eval::coco;
+use segstream::app::pipeline::{
+    self, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS, percentile,
 };
-use segstream::eval::coco;
+use segstream::backend::select::{BackendKind, Device};
 use segstream::postprocess::Semantics;
 use segstream::segmentation::Task;
-use segstream::segmenter::SegmenterConfig;
+use segstream::segmenter::{Segmenter, SegmenterConfig};
+use segstream::settings::{Mode, Overload, PostSettings, Settings};
 
 use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
 
@@ -44,19 +42,30 @@ pub struct RunArgs {
     /// Model file (.onnx with its .json card). Default: the shipped sample model.
     #[arg(long, value_name = "MODEL")]
     pub model: Option<PathBuf>,
-    /// Task (default: the model card's).
-    #[arg(long, value_parser = ["panoptic", "instance", "semantic"])]
-    pub task: Option<String>,
+    /// Task: panoptic, instance or semantic (default: the model card's).
+    #[arg(long, value_parser = parse_name::<Task>)]
+    pub task: Option<Task>,
     /// Minimum score of a kept segment, 0..1 (default: the model card's).
     #[arg(long, value_parser = parse_unit)]
     pub score_threshold: Option<f32>,
+    /// Panoptic: minimum fraction of a segment's own mask that must stay visible, 0..1
+    /// (default: the model card's).
+    #[arg(long, value_parser = parse_unit)]
+    pub overlap_threshold: Option<f32>,
+    /// Binarization threshold of mask probabilities, 0..1 (default: the model card's).
+    #[arg(long, value_parser = parse_unit)]
+    pub mask_threshold: Option<f32>,
+    /// Run the network on every Nth frame; the frames between get the last result, marked
+    /// stale.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub interval: u32,
     /// Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, or tensorrt
     /// (native; MODEL may then be a .engine, or an .onnx built into MODEL.fp16.engine on first use).
-    #[arg(long, default_value = "onnxruntime", value_parser = parse_backend)]
+    #[arg(long, default_value = "onnxruntime", value_parser = parse_name::<BackendKind>)]
     pub backend: BackendKind,
     /// Device: auto (the backend's GPU provider, falling back towards ONNX Runtime's CPU
     /// provider), cpu, or cuda (no fallback).
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    #[arg(long, default_value = "auto", value_parser = parse_name::<Device>)]
     pub device: Device,
     /// ONNX Runtime intra-op threads (0 = its default).
     #[arg(long, default_value_t = 0)]
@@ -64,8 +73,8 @@ pub struct RunArgs {
     /// Post-processing semantics: detectron2's (crops the padding; the default) or
     /// transformers' `post_process_*_segmentation` (masks through a fixed 384×384 square),
     /// to reproduce either reference exactly.
-    #[arg(long, value_parser = ["detectron2", "transformers"], default_value = "detectron2")]
-    pub semantics: String,
+    #[arg(long, default_value = "detectron2", value_parser = parse_name::<Semantics>)]
+    pub semantics: Semantics,
     /// Stop after this many frames (of each input).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_frames: Option<u64>,
@@ -84,26 +93,54 @@ pub struct RunArgs {
     /// Give segments persistent track ids (things by mask IoU, stuff one id per class).
     #[arg(long)]
     pub track: bool,
+    /// With --track: frames a thing track survives unmatched before it is forgotten.
+    #[arg(long, value_name = "FRAMES", default_value_t = segstream::tracking::TrackerConfig::default().max_age)]
+    pub track_max_age: u32,
+    /// With --track: minimum mask IoU for a thing to continue a track, 0.01..1.
+    #[arg(long, value_name = "IOU", default_value_t = segstream::tracking::TrackerConfig::default().iou_threshold, value_parser = parse_unit)]
+    pub track_iou_threshold: f32,
     /// Run inference on a worker thread (`mask2former mode=async`); with `drop` or `skip`,
     /// frames that arrive while it is busy get the last result (stale) or none.
-    #[arg(long = "async", value_name = "OVERLOAD", value_parser = ["drop", "skip", "wait"], num_args = 0..=1, default_missing_value = "drop")]
-    pub async_overload: Option<String>,
+    #[arg(long = "async", value_name = "OVERLOAD", value_parser = parse_name::<Overload>, num_args = 0..=1, default_missing_value = "drop")]
+    pub async_overload: Option<Overload>,
     /// Serve the overlay stream over RTSP (gst-rtsp-server) at [HOST]:PORT/PATH, e.g.
     /// `:8554/seg` (all interfaces) or `127.0.0.1:8554/seg`. One input only.
     #[arg(long, value_name = "[HOST]:PORT/PATH", value_parser = parse_rtsp_out)]
-    pub rtsp_out: Option<segstream::rtsp_out::RtspOut>,
+    pub rtsp_out: Option<segstream::app::rtsp_out::RtspOut>,
 }
 
-fn parse_rtsp_out(s: &str) -> Result<segstream::rtsp_out::RtspOut, String> {
+fn parse_rtsp_out(s: &str) -> Result<segstream::app::rtsp_out::RtspOut, String> {
     s.parse()
 }
 
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
+/// A setting named as the library parses it (the same names as the element properties).
+fn parse_name<T: std::str::FromStr<Err = segstream::Error>>(s: &str) -> Result<T, String> {
     s.parse().map_err(|e: segstream::Error| e.to_string())
 }
 
-fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse().map_err(|e: segstream::Error| e.to_string())
+/// The `mask2former` settings these arguments ask for: the one mapping from flags to the
+/// element's settings (each flag is the property of the same name).
+pub fn element_settings(args: &RunArgs, model: &Path) -> Settings {
+    let d = Settings::default();
+    Settings {
+        model: Some(model.to_path_buf()),
+        backend: args.backend,
+        device: args.device,
+        threads: args.threads,
+        post: PostSettings {
+            task: args.task,
+            semantics: args.semantics,
+            score_threshold: args.score_threshold,
+            overlap_threshold: args.overlap_threshold,
+            mask_threshold: args.mask_threshold,
+        },
+        interval: args.interval,
+        mode: if args.async_overload.is_some() { Mode::Async } else { Mode::Sync },
+        overload: args.async_overload.unwrap_or(d.overload),
+        track: args.track,
+        tracker: segstream::tracking::TrackerConfig { iou_threshold: args.track_iou_threshold, max_age: args.track_max_age },
+        ..d
+    }
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -291,10 +328,8 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     if !model.is_file() {
         bail!("model not found: {}", model.display());
     }
-    let mut cfg = SegmenterConfig::new(&model);
-    cfg.ort.intra_threads = (args.threads > 0).then_some(args.threads as usize);
-    cfg.backend = args.backend;
-    cfg.device = args.device;
+    let settings = element_settings(&args, &model);
+    let cfg = SegmenterConfig::from_settings(&model, &settings);
     let first = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
     // The default (onnxruntime, auto) falls back to the CPU quietly, as it always has; a
     // backend asked for by name says why it is not the one in use.
@@ -303,24 +338,8 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             eprintln!("segstream: warning: using {}: {note}", first.backend_name());
         }
     }
-    let mut first = first;
-    let semantics: Semantics = args.semantics.parse()?;
-    first.set_semantics(semantics);
+    let labels = first.card().labels.clone();
     let mut segmenter = Some(first);
-    let labels = segmenter.as_ref().map(|s| s.card().labels.clone()).unwrap_or_default();
-    let task: Option<Task> = args.task.as_deref().map(str::parse).transpose()?;
-    let settings = ElementSettings {
-        model: Some(model.clone()),
-        task,
-        score_threshold: args.score_threshold,
-        threads: args.threads,
-        track: args.track,
-        async_overload: args.async_overload.as_deref().map(|o| match o {
-            "skip" => OverloadSetting::Skip,
-            "wait" => OverloadSetting::Wait,
-            _ => OverloadSetting::Drop,
-        }),
-    };
 
     pipeline::install_signal_handlers();
     let n = items.len();
@@ -336,7 +355,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         } else {
             item.source.stem()
         });
-        let built = match pipeline::build(&item.source, &item.outputs, &settings, None) {
+        let built = match pipeline::build(&item.source, &item.outputs, &settings, segmenter.take()) {
             Ok(b) => b,
             Err(e) => {
                 bar.finish_and_clear();
@@ -352,14 +371,11 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        if let Some(s) = segmenter.take() {
-            built.mask2former.set_segmenter(s);
-        }
         // Stopped when dropped, at the end of this input.
         let _rtsp_server = match &args.rtsp_out {
             Some(out) => {
                 let tee = built.pipeline.by_name("tee").ok_or_else(|| anyhow!("the run pipeline has no tee"))?;
-                let server = segstream::rtsp_out::serve(&built.pipeline, &tee, out)?;
+                let server = segstream::app::rtsp_out::serve(&built.pipeline, &tee, out)?;
                 bar.suspend(|| eprintln!("segstream: serving the overlay at {}", server.url()));
                 Some(server)
             }
@@ -385,9 +401,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         // The element gives the injected segmenter back when it stops.
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
-            let mut s = Segmenter::open_auto(&cfg)
-                .map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?;
-            s.set_semantics(semantics);
+            let s = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?;
             segmenter = Some(s);
         }
         if report.outcome == Outcome::Complete

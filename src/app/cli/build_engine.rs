@@ -126,9 +126,9 @@ fn run(args: &BuildEngineArgs) -> Result<()> {
             BuildEvent::Step { step, .. } => bar.set_position(step as u64 + 1),
             BuildEvent::PhaseFinish { .. } => {}
         }
-        !segstream::pipeline::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+        !segstream::app::pipeline::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
     };
-    segstream::pipeline::install_signal_handlers();
+    segstream::app::pipeline::install_signal_handlers();
     let t0 = Instant::now();
     let header = tensorrt::build_engine(&args.model, &card, &out, &opts, &mut progress);
     bar.finish_and_clear();

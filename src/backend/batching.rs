@@ -1,20 +1,22 @@
-//! Batching across streams: a process-wide registry of shared inference engines, keyed by
-//! name. Several [`Segmenter`]s (one per stream, e.g. one per `mask2former` element with
-//! the same `engine-name`) [`join`] an engine; each keeps its own preprocess, thresholds,
-//! postprocess and tracking, and only the network call goes to the engine.
+//! Batching across streams, as a backend decorator: a process-wide registry of batching
+//! groups, keyed by name. A backend that [`join`]s a group is replaced by a member of it
+//! (itself a [`Backend`]); the member sends each input to the group and waits for its
+//! part of the answer. The caller above (one [`crate::segmenter::Segmenter`] per stream,
+//! e.g. one per `mask2former` element with the same `batch-group`) keeps its own
+//! preprocess, thresholds, postprocess and tracking; only the network call is shared.
 //!
-//! The engine's worker thread owns one backend. It takes the first waiting request, then
-//! collects more until it holds `batch_size` images or `timeout` has passed since the
-//! first, stacks them into one `[N,3,H,W]` tensor, runs the backend once, splits the
-//! [`Logits`] by image and answers each request with its own part. Frames of different
-//! sizes batch together: preprocess always gives the model's fixed `H×W`, and each
-//! stream postprocesses with its own frame geometry.
+//! A group's worker thread owns one backend (that of the member that created the group).
+//! It takes the first waiting request, then collects more until it holds `batch_size`
+//! images or `timeout` has passed since the first, stacks them into one `[N,3,H,W]`
+//! tensor, runs the backend once, splits the [`Logits`] by image and answers each request
+//! with its own part. Frames of different sizes batch together: preprocess always gives the
+//! model's fixed `H×W`, and each stream postprocesses with its own frame geometry.
 //!
 //! A backend whose [`Backend::max_batch`] is smaller than the batch (ONNX models exported
 //! with a fixed batch, the native TensorRT backend) runs the batch in chunks of that size,
 //! image by image for a fixed batch of 1: streams still share one model instance.
 //!
-//! The engine lives while a member holds it: the registry keeps only a weak reference.
+//! The group lives while a member holds it: the registry keeps only a weak reference.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -24,11 +26,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::{Backend, InputTensor, Logits};
-use crate::segmenter::Segmenter;
+use crate::util::{lock, panic_message};
 use crate::{Error, Result};
 
-/// How an engine forms batches. Fixed by the member that creates the engine; a member
-/// that asks for other values is refused.
+/// How a group forms batches. Fixed by the member that creates the group; a member that
+/// asks for other values is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Most images in one network call (≥ 1).
@@ -43,9 +45,9 @@ impl Default for BatchConfig {
     }
 }
 
-/// Counters of one engine since it was created.
+/// Counters of one group since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
+pub struct GroupStats {
     /// Requests answered (one per frame from the elements).
     pub requests: u64,
     /// Images inferred.
@@ -62,11 +64,10 @@ pub struct EngineStats {
     pub members: usize,
 }
 
-/// What members of one engine must agree on.
+/// What members of one group must agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct EngineKey {
+struct GroupKey {
     model: String,
-    card_name: String,
     backend: String,
     input: (usize, usize),
     output: (usize, usize),
@@ -77,123 +78,116 @@ struct Request {
     reply: Sender<Result<Logits>>,
 }
 
-struct Engine {
+struct Group {
     name: String,
-    key: EngineKey,
+    key: GroupKey,
     cfg: BatchConfig,
     tx: Sender<Request>,
-    stats: Arc<Mutex<EngineStats>>,
+    stats: Arc<Mutex<GroupStats>>,
 }
 
-static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<Engine>>>> = LazyLock::new(Default::default);
+static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<Group>>>> = LazyLock::new(Default::default);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Route `segmenter`'s inference through the engine `name`, creating it (with this
-/// segmenter's backend, moved into the engine) when no live engine has that name.
+/// Route `backend`'s inference through the group `name`: `*backend` becomes a member of
+/// the group. `model` names what the backend runs (members must run the same model).
 ///
-/// Returns the backend the segmenter had when it joined an existing engine (put it back
-/// with [`Segmenter::replace_backend`] to leave), `None` when it gave its backend to a new
-/// engine. Refused with [`Error::InvalidArgument`] when the engine runs another model or
-/// backend, or batches with other settings.
-pub fn join(segmenter: &mut Segmenter, name: &str, cfg: BatchConfig) -> Result<Option<Box<dyn Backend>>> {
+/// When a live group has that name, the backend joins it and is returned (put it back in
+/// place of the member to leave); when none has, the backend moves into a new group and
+/// `None` is returned. Refused with [`Error::InvalidArgument`], `*backend` untouched, when
+/// the group runs another model or backend, or batches with other settings.
+pub fn join(name: &str, model: &str, backend: &mut Box<dyn Backend>, cfg: BatchConfig) -> Result<Option<Box<dyn Backend>>> {
     if cfg.batch_size == 0 {
         return Err(Error::InvalidArgument("batch size must be at least 1".into()));
     }
-    let (input, output) = segmenter.backend_dims();
-    let key = EngineKey {
-        model: segmenter.model_path().display().to_string(),
-        card_name: segmenter.card().name.clone(),
-        backend: segmenter.backend_name().to_string(),
-        input,
-        output,
+    let key = GroupKey {
+        model: model.to_string(),
+        backend: backend.name().to_string(),
+        input: backend.input_size(),
+        output: backend.output_dims(),
     };
     let mut registry = lock(&REGISTRY);
-    registry.retain(|_, e| e.strong_count() > 0);
-    if let Some(engine) = registry.get(name).and_then(Weak::upgrade) {
-        if engine.key != key {
+    registry.retain(|_, g| g.strong_count() > 0);
+    if let Some(group) = registry.get(name).and_then(Weak::upgrade) {
+        if group.key != key {
             return Err(Error::InvalidArgument(format!(
-                "engine {name:?} runs model {} ({}) on {} with input {:?}, this stream asks for {} ({}) on {} with input {:?}: \
-                 streams sharing an engine must use the same model and backend",
-                engine.key.model,
-                engine.key.card_name,
-                engine.key.backend,
-                engine.key.input,
-                key.model,
-                key.card_name,
-                key.backend,
-                key.input
+                "batch group {name:?} runs model {} on {} with input {:?}, this stream asks for {} on {} with input {:?}: \
+                 streams sharing a batch group must use the same model and backend",
+                group.key.model, group.key.backend, group.key.input, key.model, key.backend, key.input
             )));
         }
-        if engine.cfg != cfg {
+        if group.cfg != cfg {
             return Err(Error::InvalidArgument(format!(
-                "engine {name:?} batches with batch-size {} and batch-timeout {:?}, this stream asks for {} and {:?}",
-                engine.cfg.batch_size, engine.cfg.timeout, cfg.batch_size, cfg.timeout
+                "batch group {name:?} batches with batch-size {} and batch-timeout {:?}, this stream asks for {} and {:?}",
+                group.cfg.batch_size, group.cfg.timeout, cfg.batch_size, cfg.timeout
             )));
         }
-        let own = segmenter.replace_backend(Box::new(Member::new(engine)))?;
-        return Ok(Some(own));
+        return Ok(Some(std::mem::replace(backend, Box::new(Member::new(group)))));
     }
     let (tx, rx) = crossbeam_channel::unbounded();
-    let stats = Arc::new(Mutex::new(EngineStats::default()));
-    let engine = Arc::new(Engine { name: name.to_string(), key, cfg, tx, stats: stats.clone() });
-    let backend = segmenter.replace_backend(Box::new(Member::new(engine.clone())))?;
-    let thread_name = format!("segstream-engine-{name}");
-    let spawned = std::thread::Builder::new()
-        .name(thread_name)
-        .spawn({
-            let name = name.to_string();
-            move || worker(name, backend, cfg, rx, stats)
-        });
+    let stats = Arc::new(Mutex::new(GroupStats::default()));
+    let group = Arc::new(Group { name: name.to_string(), key, cfg, tx, stats: stats.clone() });
+    let thread = std::thread::Builder::new().name(format!("segstream-batch-{name}"));
+    // The thread takes the backend only once it has started: spawn it with a slot that
+    // receives the backend, so that a failed spawn leaves `*backend` in place.
+    let (give, take) = crossbeam_channel::bounded::<Box<dyn Backend>>(1);
+    let spawned = thread.spawn({
+        let name = name.to_string();
+        move || {
+            if let Ok(backend) = take.recv() {
+                worker(name, backend, cfg, rx, stats)
+            }
+        }
+    });
     if let Err(e) = spawned {
-        return Err(Error::Inference(format!("cannot start the thread of engine {name:?}: {e}")));
+        return Err(Error::Inference(format!("cannot start the thread of batch group {name:?}: {e}")));
     }
-    registry.insert(name.to_string(), Arc::downgrade(&engine));
+    let own = std::mem::replace(backend, Box::new(Member::new(group.clone())));
+    // The thread waits on `take` until it gets the backend; it cannot have gone.
+    let _ = give.send(own);
+    registry.insert(name.to_string(), Arc::downgrade(&group));
     Ok(None)
 }
 
-/// Counters of the live engine `name`.
-pub fn stats(name: &str) -> Option<EngineStats> {
-    let engine = lock(&REGISTRY).get(name).and_then(Weak::upgrade)?;
-    let mut s = *lock(&engine.stats);
-    s.members = Arc::strong_count(&engine) - 1;
+/// Counters of the live group `name`.
+pub fn stats(name: &str) -> Option<GroupStats> {
+    let group = lock(&REGISTRY).get(name).and_then(Weak::upgrade)?;
+    let mut s = *lock(&group.stats);
+    s.members = Arc::strong_count(&group) - 1;
     Some(s)
 }
 
-/// A member's view of the engine: a [`Backend`] that sends its input to the engine's
-/// worker and waits for its part of the batch.
+/// A member's view of the group: a [`Backend`] that sends its input to the group's worker
+/// and waits for its part of the batch.
 struct Member {
-    engine: Arc<Engine>,
+    group: Arc<Group>,
     backend_name: String,
 }
 
 impl Member {
-    fn new(engine: Arc<Engine>) -> Self {
-        let backend_name = engine.key.backend.clone();
-        Member { engine, backend_name }
+    fn new(group: Arc<Group>) -> Self {
+        let backend_name = group.key.backend.clone();
+        Member { group, backend_name }
     }
 }
 
 impl Backend for Member {
-    /// The name of the engine's backend, so that a segmenter still holding a member (the
-    /// one that created the engine) joins the same engine again.
+    /// The name of the group's backend, so that a member (held by the stream that created
+    /// the group) joins the same group again.
     fn name(&self) -> &str {
         &self.backend_name
     }
     fn input_size(&self) -> (usize, usize) {
-        self.engine.key.input
+        self.group.key.input
     }
     fn output_dims(&self) -> (usize, usize) {
-        self.engine.key.output
+        self.group.key.output
     }
     fn max_batch(&self) -> usize {
         usize::MAX
     }
     fn infer(&mut self, input: &InputTensor) -> Result<Logits> {
         let [n, c, h, w] = input.shape;
-        let (ih, iw) = self.engine.key.input;
+        let (ih, iw) = self.group.key.input;
         if n == 0 || c != 3 || (h, w) != (ih, iw) || input.data.len() != n * c * h * w {
             return Err(Error::InvalidArgument(format!(
                 "input tensor {:?} with {} values does not fit [N,3,{ih},{iw}]",
@@ -202,15 +196,15 @@ impl Backend for Member {
             )));
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let gone = || Error::Inference(format!("batching engine {:?} has stopped", self.engine.name));
-        self.engine.tx.send(Request { input: input.clone(), reply }).map_err(|_| gone())?;
+        let gone = || Error::Inference(format!("batch group {:?} has stopped", self.group.name));
+        self.group.tx.send(Request { input: input.clone(), reply }).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
 }
 
-/// The engine's thread: form batches, run them, answer. Ends when every member has gone
+/// The group's thread: form batches, run them, answer. Ends when every member has gone
 /// (the channel closes), after answering what was queued.
-fn worker(name: String, mut backend: Box<dyn Backend>, cfg: BatchConfig, rx: Receiver<Request>, stats: Arc<Mutex<EngineStats>>) {
+fn worker(name: String, mut backend: Box<dyn Backend>, cfg: BatchConfig, rx: Receiver<Request>, stats: Arc<Mutex<GroupStats>>) {
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + cfg.timeout;
         let mut images = first.input.shape[0];
@@ -226,7 +220,7 @@ fn worker(name: String, mut backend: Box<dyn Backend>, cfg: BatchConfig, rx: Rec
         }
         let (result, calls) = match std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(backend.as_mut(), &batch))) {
             Ok(r) => r,
-            Err(p) => (Err(Error::Inference(format!("backend panicked: {}", crate::elements::panic_message(&p)))), 1),
+            Err(p) => (Err(Error::Inference(format!("backend panicked: {}", panic_message(&p)))), 1),
         };
         {
             let mut s = lock(&stats);
@@ -247,7 +241,7 @@ fn worker(name: String, mut backend: Box<dyn Backend>, cfg: BatchConfig, rx: Rec
                 }
             }
             Err(e) => {
-                let msg = format!("engine {name:?}, batch of {images}: {e}");
+                let msg = format!("batch group {name:?}, batch of {images}: {e}");
                 for r in batch {
                     let _ = r.reply.send(Err(Error::Inference(msg.clone())));
                 }

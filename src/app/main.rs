@@ -1,4 +1,4 @@
-//! The `segstream` command: a thin shell over the library (`segstream::pipeline`,
+//! The `segstream` command: a thin shell over the library (`segstream::app::pipeline`,
 //! `segstream::elements`).
 
 mod cli;

@@ -9,8 +9,8 @@
 //!   frames queue up without bound in front of the element — that is the case `overload`
 //!   exists for — and its latency is reported as measured.
 //! - **Throughput**: N streams, each `appsrc ! mask2former ! appsink` pushing frames as fast
-//!   as they are taken, every stream on its own thread, either sharing one batching engine
-//!   (`engine-name`, `batch-size` = N) or each running its own model (the threads split
+//!   as they are taken, every stream on its own thread, either sharing one batching group
+//!   (`batch-group`, `batch-size` = N) or each running its own model (the threads split
 //!   between them); frames/s of all streams together.
 
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Decoded, Machine, decode, unix_now};
 use crate::elements::SegmentationMeta;
-use crate::pipeline::percentile;
+use crate::app::pipeline::percentile;
 
 pub const LIVE_SCHEMA: &str = "segstream.bench-live/1";
 
@@ -72,12 +72,13 @@ pub struct LatencyRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThroughputRun {
     pub streams: usize,
-    /// One batching engine for all streams (else one model per stream).
-    pub shared_engine: bool,
+    /// One batching group for all streams (else one model per stream).
+    #[serde(alias = "shared_engine")]
+    pub shared_batch: bool,
     pub frames: usize,
     pub wall_s: f64,
     pub fps: f64,
-    /// Batches the shared engine formed and how many held more than one frame.
+    /// Batches the shared group formed and how many held more than one frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batches: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,12 +288,12 @@ fn latency_run(cfg: &LiveConfig, frames: &[Decoded], w: u32, h: u32, fps: f64, m
 /// `n` streams pushing `cfg.stream_frames` frames each as fast as they are taken.
 fn throughput_run(cfg: &LiveConfig, frames: &[Decoded], w: u32, h: u32, n: usize, shared: bool) -> Result<ThroughputRun> {
     let model = cfg.model.display().to_string();
-    let engine = format!("bench-live-{n}");
+    let group = format!("bench-live-{n}");
     let batch = n.to_string();
     let threads = if shared { cfg.threads.to_string() } else { (cfg.threads as usize / n).max(1).to_string() };
     let mut props = base_props(&model, &threads);
     if shared {
-        props.extend([("engine-name", engine.as_str()), ("batch-size", batch.as_str()), ("batch-timeout", "50000000")]);
+        props.extend([("batch-group", group.as_str()), ("batch-size", batch.as_str()), ("batch-timeout", "50000000")]);
     }
     let chains: Vec<Chain> = (0..n)
         .map(|_| Chain::new(&video_info(w, h, 30.0)?, false, &props, period_of(30.0)))
@@ -319,7 +320,7 @@ fn throughput_run(cfg: &LiveConfig, frames: &[Decoded], w: u32, h: u32, n: usize
     for r in results {
         r?;
     }
-    // Wait for every frame at the sinks (the engine's statistics are read while its
+    // Wait for every frame at the sinks (the group's statistics are read while its
     // members, the elements, still run), then stop.
     let want = n * cfg.stream_frames;
     let limit = Instant::now() + Duration::from_secs(600);
@@ -334,13 +335,13 @@ fn throughput_run(cfg: &LiveConfig, frames: &[Decoded], w: u32, h: u32, n: usize
         std::thread::sleep(Duration::from_millis(2));
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let stats = if shared { crate::batching::stats(&engine) } else { None };
+    let stats = if shared { crate::backend::batching::stats(&group) } else { None };
     for c in &chains {
         c.finish(Duration::from_secs(60))?;
     }
     let total: usize = chains.iter().map(|c| c.arrivals().len()).sum();
     let (batches, multi) = (stats.map(|s| s.batches), stats.map(|s| s.multi_image_batches));
-    Ok(ThroughputRun { streams: n, shared_engine: shared, frames: total, wall_s, fps: total as f64 / wall_s, batches, multi_frame_batches: multi })
+    Ok(ThroughputRun { streams: n, shared_batch: shared, frames: total, wall_s, fps: total as f64 / wall_s, batches, multi_frame_batches: multi })
 }
 
 /// Mean inference time of one frame on this model and thread count (after one warm-up).
@@ -351,7 +352,7 @@ fn inference_ms(cfg: &LiveConfig, frames: &[Decoded], w: u32, h: u32) -> Result<
     let mut times = Vec::new();
     for (i, d) in frames.iter().cycle().take(4).enumerate() {
         let frame = crate::frame::Frame::new(crate::frame::PixelFormat::I420, w as usize, h as usize, d.planes(), d.strides)?;
-        let (_, t) = seg.segment(&frame)?;
+        let (_, t) = seg.segment(&frame, &crate::settings::PostSettings::default())?;
         if i > 0 {
             times.push(t.inference_ms);
         }
@@ -384,9 +385,9 @@ pub fn run(cfg: &LiveConfig, mut progress: impl FnMut(&str)) -> Result<LiveRepor
     for &n in &cfg.streams {
         for shared in [true, false] {
             if n == 1 && !shared {
-                continue; // one stream: the same as its own engine
+                continue; // one stream: the same as its own model
             }
-            progress(&format!("throughput: {n} stream(s), {}", if shared { "one shared engine" } else { "one model each" }));
+            progress(&format!("throughput: {n} stream(s), {}", if shared { "one batch group" } else { "one model each" }));
             throughput.push(throughput_run(cfg, &frames, w, h, n, shared)?);
         }
     }
@@ -429,13 +430,13 @@ impl LiveReport {
                 r.mode, r.overload, r.load, r.input_fps, r.frames_in, r.frames_out, r.output_fps, r.with_result, r.stale, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
             );
         }
-        s += &format!("\n{:<8} {:<14} {:>7} {:>8} {:>9} {:>8} {:>12}\n", "streams", "engine", "frames", "wall s", "frames/s", "batches", "multi-frame");
+        s += &format!("\n{:<8} {:<14} {:>7} {:>8} {:>9} {:>8} {:>12}\n", "streams", "inference", "frames", "wall s", "frames/s", "batches", "multi-frame");
         for r in &self.throughput {
             let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
             s += &format!(
                 "{:<8} {:<14} {:>7} {:>8.2} {:>9.2} {:>8} {:>12}\n",
                 r.streams,
-                if r.shared_engine { "shared" } else { "one per stream" },
+                if r.shared_batch { "shared" } else { "one per stream" },
                 r.frames,
                 r.wall_s,
                 r.fps,

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// Print one error line and return the failure exit code.
 pub fn fail(msg: impl AsRef<str>) -> ExitCode {
-    eprintln!("segstream: error: {}", segstream::pipeline::one_line(msg.as_ref()));
+    eprintln!("segstream: error: {}", segstream::app::pipeline::one_line(msg.as_ref()));
     ExitCode::from(1)
 }
 

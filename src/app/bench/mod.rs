@@ -37,10 +37,11 @@ use gstreamer_video as gst_video;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, FrameMut, PixelFormat};
-use crate::pipeline::{self, Outputs, Source, percentile};
+use crate::app::pipeline::{self, Outputs, Source, percentile};
 use crate::render::{self, OverlayOptions};
 use crate::schema::{FrameInfo, FrameRecord};
 use crate::segmenter::Segmenter;
+use crate::settings::{PostSettings, Settings};
 
 pub const BENCH_SCHEMA: &str = "segstream.bench/1";
 
@@ -199,6 +200,8 @@ pub struct BenchConfig {
     pub threads: u32,
     /// Also run the end-to-end pipeline.
     pub end_to_end: bool,
+    /// Post-processing (task, semantics, thresholds) of the stages and the pipeline.
+    pub post: PostSettings,
     /// Where the end-to-end run writes its video and JSON Lines (a temporary folder).
     pub scratch: PathBuf,
 }
@@ -335,7 +338,7 @@ fn encode(frames: &[Vec<u8>], w: u32, h: u32, fr: gst::Fraction, out: &Path) -> 
     let stamps: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stamps_cb = stamps.clone();
     enc.static_pad("src").context("x264enc has no src pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        crate::elements::lock(&stamps_cb).push(Instant::now());
+        crate::util::lock(&stamps_cb).push(Instant::now());
         gst::PadProbeReturn::Ok
     });
     pipeline.set_state(gst::State::Playing)?;
@@ -359,7 +362,7 @@ fn encode(frames: &[Vec<u8>], w: u32, h: u32, fr: gst::Fraction, out: &Path) -> 
         Some(gst::MessageView::Error(e)) => bail!("encoder: {}", pipeline::one_line(&e.error().to_string())),
         _ => bail!("encoder did not finish within 120 s"),
     }
-    let stamps = crate::elements::lock(&stamps).clone();
+    let stamps = crate::util::lock(&stamps).clone();
     let mut v: Vec<f64> = std::iter::once(start)
         .chain(stamps.iter().copied())
         .collect::<Vec<_>>()
@@ -423,7 +426,7 @@ pub fn run(cfg: &BenchConfig, mut segmenter: Segmenter) -> Result<BenchReport> {
         Frame::new(PixelFormat::I420, w as usize, h as usize, d.planes(), d.strides)
     }
     for d in decoded.iter().cycle().take(cfg.warmup) {
-        segmenter.segment(&frame_of(d, w, h)?)?;
+        segmenter.segment(&frame_of(d, w, h)?, &cfg.post)?;
     }
     let mut pre = Vec::new();
     let mut inf = Vec::new();
@@ -433,7 +436,7 @@ pub fn run(cfg: &BenchConfig, mut segmenter: Segmenter) -> Result<BenchReport> {
     let mut overlaid = Vec::with_capacity(n);
     let opts = OverlayOptions::default();
     for (i, d) in decoded.iter().enumerate() {
-        let (seg, t) = segmenter.segment(&frame_of(d, w, h)?)?;
+        let (seg, t) = segmenter.segment(&frame_of(d, w, h)?, &cfg.post)?;
         pre.push(t.preprocess_ms);
         inf.push(t.inference_ms);
         post.push(t.postprocess_ms);
@@ -470,7 +473,7 @@ pub fn run(cfg: &BenchConfig, mut segmenter: Segmenter) -> Result<BenchReport> {
     ];
     let sequential_ms: f64 = stages.iter().map(|s| s.mean_ms).sum();
     let backend = segmenter.backend_name().to_string();
-    let semantics = segmenter.semantics().as_str().to_string();
+    let semantics = cfg.post.semantics.as_str().to_string();
 
     let end_to_end = if cfg.end_to_end { Some(end_to_end(cfg, &source, segmenter, n as u64)?) } else { None };
     let (_, rss) = rusage();
@@ -503,7 +506,7 @@ fn end_to_end(cfg: &BenchConfig, source: &Source, segmenter: Segmenter, frames: 
         json: Some(cfg.scratch.join("bench-e2e.jsonl")),
     };
     outputs.check_writable()?;
-    let settings = pipeline::ElementSettings { threads: cfg.threads, ..Default::default() };
+    let settings = Settings { threads: cfg.threads, post: cfg.post, ..Settings::default() };
     let built = pipeline::build(source, &outputs, &settings, Some(segmenter))?;
     built.limit_frames(frames)?;
     let (cpu0, _) = rusage();

@@ -89,8 +89,17 @@ unsafe extern "C" fn static_plugin_init(plugin: *mut gst::ffi::GstPlugin) -> gli
     }
 }
 
+/// Pad templates of the in-place video filters (`mask2former`, `segoverlay`): the same
+/// caps on `src` and `sink`.
+pub(crate) fn video_filter_templates() -> Vec<gst::PadTemplate> {
+    let caps = video_caps();
+    [("src", gst::PadDirection::Src), ("sink", gst::PadDirection::Sink)]
+        .map(|(name, dir)| gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).expect("valid pad template"))
+        .to_vec()
+}
+
 /// Caps of the video filters: system-memory raw video in the formats the library reads.
-pub(crate) fn video_caps() -> gst::Caps {
+fn video_caps() -> gst::Caps {
     gst_video::VideoCapsBuilder::new()
         .format_list([
             gst_video::VideoFormat::Rgb,

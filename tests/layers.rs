@@ -1,7 +1,9 @@
 //! The library's layers, checked on its source: the modules under `src/` (one per top-level
 //! file or folder) use each other without a cycle; the core uses neither the elements nor
 //! the application; the elements do not use the application; and only the application
-//! uses `anyhow` or installs signal handlers.
+//! uses `anyhow` or installs signal handlers. And the GStreamer API floor: every
+//! gstreamer-rs crate is built for the 1.20 API (JetPack 6's GStreamer), so nothing newer
+//! can be called without a run-time check.
 //!
 //! A use is a `crate::NAME` path in a module's code (the library's own way of naming
 //! another module; `super::` stays inside a module). Comments, doc links included, do not
@@ -147,4 +149,25 @@ fn only_the_application_uses_anyhow_or_signal_handlers() {
             assert!(!text.contains(needle), "{} ({module}) uses {needle}: that belongs to src/app", rel.display());
         }
     }
+}
+
+/// Every `gstreamer*` dependency (library, plugin, tests) asks for the `v1_20` API and no
+/// newer one: the bindings then do not even declare a 1.22+ function.
+#[test]
+fn gstreamer_api_is_the_1_20_floor() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for manifest in [root.join("Cargo.toml"), root.join("plugins/gst-segstream/Cargo.toml")] {
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        for line in text.lines().filter(|l| l.trim_start().starts_with("gstreamer")) {
+            seen += 1;
+            let versions: Vec<u32> = line
+                .match_indices("\"v1_")
+                .filter_map(|(i, _)| line[i + 4..].split('"').next()?.parse().ok())
+                .collect();
+            assert!(!versions.is_empty(), "{}: {line}: no API level feature", manifest.display());
+            assert!(versions.iter().all(|&v| v <= 20), "{}: {line}: API newer than 1.20", manifest.display());
+        }
+    }
+    assert!(seen >= 6, "found only {seen} gstreamer dependencies");
 }

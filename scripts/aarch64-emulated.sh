@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The aarch64 build, run under emulation (qemu-user with an explicit sysroot; no binfmt):
+#   1. the library's unit tests and the pure integration tests (postprocess goldens, RLE,
+#      schema, preprocess, tracking, layers) for aarch64;
+#   2. `segstream run` on the sample with ONNX Runtime's aarch64 library (PyPI's
+#      onnxruntime aarch64 wheel, fetched with `pip download --platform`), compared with the
+#      x86-64 run of the same build: same frames, same segments, masks >= 99.9 % equal pixels.
+# Called by `make aarch64-emulated` (after `make cross-aarch64`), which passes AARCH64_ENV.
+# Prints a short table; the figures go into docs/BENCHMARKS.md by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO=${CARGO:-cargo}
+PYTHON=${PYTHON:-python3}
+TARGET=aarch64-unknown-linux-gnu
+SYSROOT=/usr/aarch64-linux-gnu
+OUT=out/aarch64
+mkdir -p "$OUT" .cross/ort
+eval "export ${AARCH64_ENV:?run through make aarch64-emulated}"
+
+# ONNX Runtime for aarch64: the same version as the x86-64 library in use.
+ORT_VERSION=$($PYTHON -c 'import onnxruntime; print(onnxruntime.__version__)')
+ORT_ARM=.cross/ort/libonnxruntime.so
+if [ ! -f "$ORT_ARM" ] || [ "$(cat .cross/ort/VERSION 2>/dev/null)" != "$ORT_VERSION" ]; then
+    rm -rf .cross/wheel && mkdir -p .cross/wheel
+    $PYTHON -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+        --python-version 3.11 --implementation cp -d .cross/wheel "onnxruntime==$ORT_VERSION"
+    whl=$(ls .cross/wheel/onnxruntime-*.whl)
+    lib=$(unzip -Z1 "$whl" | grep -E 'capi/libonnxruntime\.so\.[0-9.]+$' | head -n 1)
+    unzip -p "$whl" "$lib" > "$ORT_ARM"
+    echo "$ORT_VERSION" > .cross/ort/VERSION
+fi
+file -L "$ORT_ARM" | grep -q aarch64 || { echo "error: $ORT_ARM is not an aarch64 library" >&2; exit 1; }
+
+# 1. Tests under qemu (cargo uses the runner in AARCH64_ENV).
+t0=$(date +%s)
+set +e
+$CARGO test --target $TARGET --lib --test postprocess_golden --test rle --test schema --test preprocess \
+    --test layers --test segmenter -- --test-threads=2 2>&1 | tee "$OUT/tests.log" | grep -E '^test result|FAILED|panicked'
+tests_rc=${PIPESTATUS[0]}
+set -e
+t1=$(date +%s)
+
+# 2. The sample through the aarch64 command, and through the x86-64 one.
+BIN_ARM=target/$TARGET/debug/segstream
+[ -x "$BIN_ARM" ] || { echo "error: $BIN_ARM not built (make cross-aarch64)" >&2; exit 1; }
+$CARGO build -q --bin segstream
+# GStreamer's aarch64 plugins, scanned in-process (the scanner is an aarch64 program too and
+# qemu-user does not follow exec without binfmt), with a registry of their own.
+arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM"
+    GST_PLUGIN_SYSTEM_PATH=/usr/lib/aarch64-linux-gnu/gstreamer-1.0 GST_PLUGIN_PATH=
+    GST_REGISTRY_FORK=no GST_REGISTRY="$PWD/$OUT/registry-arm64.bin")
+t2=$(date +%s)
+"${arm_env[@]}" qemu-aarch64 -L $SYSROOT "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
+    --json "$OUT/shapes-aarch64.jsonl" 2>&1 | tail -n 5 | tee "$OUT/run-aarch64.log"
+t3=$(date +%s)
+ORT_DYLIB_PATH="$PWD/.ort/lib/libonnxruntime.so" target/debug/segstream run samples/shapes.mp4 --no-overlay \
+    --threads 2 --json "$OUT/shapes-x86_64.jsonl" > "$OUT/run-x86_64.log" 2>&1
+
+set +e
+$PYTHON - "$OUT/shapes-x86_64.jsonl" "$OUT/shapes-aarch64.jsonl" <<'PY'
+import json, sys
+import numpy as np
+from pycocotools import mask as rle
+
+def load(p):
+    return [json.loads(l) for l in open(p)]
+
+a, b = load(sys.argv[1]), load(sys.argv[2])
+frames = len(a) == len(b)
+seg_same = mask_pix = mask_eq = 0
+worst = 1.0
+segs = 0
+for ra, rb in zip(a, b):
+    key = lambda s: (s["id"], s["label_id"], s["is_thing"])
+    sa, sb = ra["segments"], rb["segments"]
+    segs += len(sa)
+    if [key(s) for s in sa] == [key(s) for s in sb]:
+        seg_same += 1
+    for x, y in zip(sa, sb):
+        ma = rle.decode({"size": x["mask"]["size"], "counts": x["mask"]["counts"].encode()})
+        mb = rle.decode({"size": y["mask"]["size"], "counts": y["mask"]["counts"].encode()})
+        if ma.shape == mb.shape:
+            eq = int((ma == mb).sum())
+            mask_pix += ma.size
+            mask_eq += eq
+            worst = min(worst, eq / ma.size)
+share = mask_eq / mask_pix if mask_pix else 0.0
+print(f"| frames x86-64 / aarch64 | {len(a)} / {len(b)} |")
+print(f"| frames with the same segments (ids, labels) | {seg_same} of {len(a)} |")
+print(f"| segments | {segs} |")
+print(f"| mask pixels equal | {100 * share:.4f} % (worst segment {100 * worst:.3f} %) |")
+ok = frames and seg_same == len(a) and share >= 0.999
+print(f"| verdict | {'same' if ok else 'DIFFERENT'} |")
+sys.exit(0 if ok else 1)
+PY
+cmp_rc=$?
+set -e
+echo "| emulated tests | rc $tests_rc, $((t1 - t0)) s |"
+echo "| emulated sample run | $((t3 - t2)) s |"
+echo "| machine | $(uname -m), $(nproc) cores, qemu $(qemu-aarch64 --version | head -n 1 | awk '{print $3}'), $(date -u +%F) |"
+exit $((tests_rc || cmp_rc))

@@ -99,8 +99,7 @@ clean-out:
 # emulated work); results and dates in docs/BENCHMARKS.md. See docs/JETSON.md.
 AARCH64 := aarch64-unknown-linux-gnu
 AARCH64_DEB := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev:arm64 \
-	libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 \
-	libgstreamer-plugins-bad1.0-dev:arm64 libgstrtspserver-1.0-dev:arm64 \
+	libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 libgstrtspserver-1.0-dev:arm64 \
 	gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 \
 	gstreamer1.0-plugins-bad:arm64 gstreamer1.0-libav:arm64
 # What cargo and the build scripts need to target aarch64 from here.

@@ -88,7 +88,5 @@ mod tensorrt {
         for d in &flags.rpath {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", d.display());
         }
-        // Where TensorRT's libraries are, for the plugin library's fallback path.
-        println!("cargo:rustc-env=SEGSTREAM_TRT_LIB_DIR={}", found.trt_lib.display());
     }
 }

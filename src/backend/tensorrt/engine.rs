@@ -39,6 +39,12 @@ fn is_cancelled(e: &Error) -> bool {
     matches!(e, Error::TensorRt(m) if m == CANCELLED)
 }
 
+/// Whether another source is worth a try after `e`: not after a cancel, nor after a
+/// build the compiled TensorRT cannot do at all (`TrtBackend::open` handles that one).
+fn worth_another_source(e: &Error) -> bool {
+    !is_cancelled(e) && !matches!(e, Error::TensorRt(m) if m.starts_with(UNSUPPORTED))
+}
+
 /// Run a shim call that reports failures through an error buffer.
 fn with_err<T>(f: impl FnOnce(*mut c_char, usize) -> T) -> (T, String) {
     let mut buf = vec![0 as c_char; ERR_LEN];
@@ -585,7 +591,7 @@ fn build_engine_file_locked(
             };
             Ok(Built { plan, plugin, onnx_sha256, batch })
         },
-        |e| !is_cancelled(e),
+        worth_another_source,
         |w| log(LogLevel::Warning, w),
     )?;
     let header = EngineHeader {

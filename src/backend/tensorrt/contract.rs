@@ -73,7 +73,7 @@ pub fn check_binding(name: &str, dims: &[i64], dtype: i32, addr: usize, have: us
     if addr == 0 {
         return Err(Error::InvalidArgument(format!("{name:?} is bound to a null pointer")));
     }
-    if addr % IO_ALIGNMENT != 0 {
+    if !addr.is_multiple_of(IO_ALIGNMENT) {
         return Err(Error::InvalidArgument(format!(
             "{name:?} is bound to {addr:#x}, which is not aligned to {IO_ALIGNMENT} bytes as TensorRT requires"
         )));

@@ -267,7 +267,6 @@ pub fn build_plan(onnx: &Path, opts: &BuildOptions, progress: &mut ProgressFn<'_
             )
         }
     });
-    drop(state);
     // SAFETY: null, or (on success) a buffer of `cache_len` bytes from the shim's allocator.
     let updated_cache = unsafe { take_shim_buffer(cache_out, cache_len) };
     match rc {

@@ -125,17 +125,13 @@ impl Search {
         ]
     }
 
-    /// Dirs the linker and the dynamic loader search by themselves: no `-L`, no rpath.
+    /// Dirs the linker (through the compiler driver) and the dynamic loader both search by
+    /// themselves: no `-L`, no rpath. `/usr/lib64` is not one of them: Debian's loader does
+    /// not search it, so a TensorRT there gets `-L` and an rpath (harmless where it is a
+    /// default dir, as on RPM systems).
     pub fn system_lib_dirs(&self) -> Vec<PathBuf> {
         let t = self.triple();
-        vec![
-            self.sys("/usr/lib").join(&t),
-            self.sys("/usr/lib"),
-            self.sys("/usr/lib64"),
-            self.sys("/lib").join(&t),
-            self.sys("/lib"),
-            self.sys("/lib64"),
-        ]
+        vec![self.sys("/usr/lib").join(&t), self.sys("/usr/lib"), self.sys("/lib").join(&t), self.sys("/lib")]
     }
 
     fn is_system_include(&self, d: &Path) -> bool {
@@ -197,6 +193,7 @@ impl Search {
         incs.extend(self.trt_include_dirs());
         let mut libs: Vec<PathBuf> = self.cuda_roots().iter().flat_map(|r| self.cuda_root_libs(r)).collect();
         libs.extend(self.system_lib_dirs());
+        libs.push(self.sys("/usr/lib64"));
         libs.extend(self.trt_lib_dirs());
         let mut libs_u = Vec::new();
         for l in &libs {
@@ -300,7 +297,19 @@ mod tests {
         assert_eq!(f.trt_inc, r.join("usr/include"));
         let flags = s.flags(&f);
         assert!(flags.includes.is_empty(), "{flags:?}");
-        assert!(flags.link_search.is_empty() && flags.rpath.is_empty(), "{flags:?}");
+        // /usr/lib64 is not a loader default on Debian: -L and rpath.
+        assert_eq!(flags.link_search, vec![r.join("usr/lib64")]);
+        assert_eq!(flags.rpath, flags.link_search);
+        // In /usr/lib: none.
+        let r2 = root("sysinc-usrlib");
+        trt_in(&r2, "usr/include", "usr/lib");
+        touch(&r2, "usr/include/cuda_runtime_api.h");
+        touch(&r2, "usr/lib/libcudart.so");
+        let s2 = search(&r2);
+        let flags = s2.flags(&s2.locate().unwrap());
+        assert!(flags.includes.is_empty() && flags.link_search.is_empty() && flags.rpath.is_empty(), "{flags:?}");
+        std::fs::remove_dir_all(&r2).unwrap();
+        std::fs::remove_dir_all(&r).unwrap();
         // Debian multiarch dir: also a compiler default.
         let r = root("multiarch");
         trt_in(&r, "usr/include/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu");

@@ -110,6 +110,23 @@ pub fn merge_locked(path: &Path, merge: impl FnOnce(Option<Vec<u8>>) -> Result<O
     Ok(())
 }
 
+/// What a build writes back to a timing cache file shared with other builds, given what
+/// it started from, what the file holds now (under its lock) and its own updated cache:
+/// its own cache when nobody wrote meanwhile (this also replaces a cache TensorRT refused,
+/// e.g. one from another GPU, which the build started afresh), else the two combined by
+/// `combine`, else (they do not combine) its own.
+pub fn timing_cache_to_write(
+    started_from: Option<&[u8]>,
+    current: Option<Vec<u8>>,
+    ours: Vec<u8>,
+    combine: impl FnOnce(&[u8], &[u8]) -> Option<Vec<u8>>,
+) -> Vec<u8> {
+    match current {
+        Some(cur) if Some(cur.as_slice()) != started_from => combine(&ours, &cur).unwrap_or(ours),
+        _ => ours,
+    }
+}
+
 /// Run `load`; when it fails, `rebuild` once (given the error) and `load` again. For a
 /// cached engine that decodes and matches but that TensorRT refuses to deserialize.
 pub fn load_or_rebuild_once<T>(mut load: impl FnMut() -> Result<T>, rebuild: impl FnOnce(&Error) -> Result<()>) -> Result<T> {
@@ -312,6 +329,23 @@ mod tests {
         merge_locked(&cache, |_| Ok(None)).unwrap();
         assert_eq!(std::fs::read_to_string(&cache).unwrap(), text);
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Items 9 and 11: another build's timings are combined, not overwritten; a refused
+    /// (foreign) cache nobody else touched is replaced.
+    #[test]
+    fn timing_cache_write_back() {
+        let cat = |a: &[u8], b: &[u8]| Some([a, b].concat());
+        // Nobody wrote since the build read it (also: the refused foreign cache): ours.
+        assert_eq!(timing_cache_to_write(Some(b"foreign"), Some(b"foreign".to_vec()), b"ours".to_vec(), cat), b"ours");
+        assert_eq!(timing_cache_to_write(None, None, b"ours".to_vec(), cat), b"ours");
+        // Another build wrote meanwhile: combined.
+        assert_eq!(timing_cache_to_write(Some(b"old"), Some(b"theirs".to_vec()), b"ours".to_vec(), cat), b"ourstheirs");
+        assert_eq!(timing_cache_to_write(None, Some(b"theirs".to_vec()), b"ours".to_vec(), cat), b"ourstheirs");
+        // They do not combine (another GPU): ours.
+        assert_eq!(timing_cache_to_write(Some(b"old"), Some(b"theirs".to_vec()), b"ours".to_vec(), |_, _| None), b"ours");
+        // The file vanished: ours.
+        assert_eq!(timing_cache_to_write(Some(b"old"), None, b"ours".to_vec(), |_, _| panic!("nothing to combine")), b"ours");
     }
 
     /// Item 5: a plan that does not load is rebuilt once, not in a loop.

@@ -208,12 +208,7 @@ fn combine_timing_caches(ours: &[u8], theirs: &[u8]) -> Option<Vec<u8>> {
 /// another build wrote since this one read it (`started_from`).
 fn store_timing_cache(path: &Path, started_from: Option<&[u8]>, ours: Vec<u8>) -> Result<()> {
     cache::merge_locked(path, |current| {
-        Ok(Some(match current {
-            // Another build wrote since we read it: keep both builds' timings.
-            Some(cur) if Some(cur.as_slice()) != started_from => combine_timing_caches(&ours, &cur).unwrap_or(ours),
-            // Nobody wrote meanwhile (or the file was refused and is replaced): ours.
-            _ => ours,
-        }))
+        Ok(Some(cache::timing_cache_to_write(started_from, current, ours, combine_timing_caches)))
     })
 }
 

@@ -39,7 +39,9 @@ ver=$(printf '#include <NvInferVersion.h>\nNV_TENSORRT_MAJOR.NV_TENSORRT_MINOR.N
     "$CXX" -E -P -x c++ -isystem "$trt" - | tail -n 1 | tr -d ' ')
 echo "check-trt-shim: TensorRT ${ver:-?} headers in $trt"
 set -x
-"$CXX" -fsyntax-only -std=c++17 -Wall -Wextra -Werror=return-type "${incs[@]}" "$shim/segstream_trt.cpp"
+# -Werror: a warning in the shim's own code fails (TensorRT's and CUDA's headers are -isystem:
+# theirs are silent). Deprecations of late 10.x are silenced in the shim where it uses them.
+"$CXX" -fsyntax-only -std=c++17 -Wall -Wextra -Werror "${incs[@]}" "$shim/segstream_trt.cpp"
 # The C header must also stand alone as C (what the Rust declarations mirror).
 "${CC:-gcc}" -fsyntax-only -std=c99 -Wall -x c "$shim/segstream_trt.h"
 { set +x; } 2>/dev/null

@@ -113,6 +113,7 @@ fn inspect_reads_the_engine_header() {
     let card = load_card(&dir.join("m.onnx")).unwrap();
     let header = EngineHeader {
         tensorrt: TrtVersion(10, 3, 0),
+        tensorrt_build: 1,
         gpu: Gpu { name: "Orin".into(), compute_capability: (8, 7) },
         card_sha256: card_hash(&card),
         model: card.name.clone(),
@@ -121,6 +122,9 @@ fn inspect_reads_the_engine_header() {
         input: (card.input.height, card.input.width),
         plugin: false,
         source: "m.onnx".into(),
+        onnx_sha256: "0".repeat(64),
+        requested_batch: BatchProfile::default(),
+        plugin_library: None,
         segstream: "test".into(),
         plan_len: 0,
     };
@@ -131,9 +135,16 @@ fn inspect_reads_the_engine_header() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains("engine:       TensorRT 10.3.0, Orin (compute capability 8.7), fp16"), "{text}");
     assert!(text.contains("(matches)"), "{text}");
-    // Another card beside it: refused.
+    // A card edited where the plan does not care (name, thresholds): still matches.
+    let mut edited = card.clone();
+    edited.name.push_str("-renamed");
+    edited.defaults.score_threshold = 0.123;
+    std::fs::write(&card_file, serde_json::to_string(&edited).unwrap()).unwrap();
+    let out = segstream(&["inspect", engine.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A card with another label count beside it: refused.
     let mut other = card.clone();
-    other.name.push_str("-other");
+    other.labels.pop();
     std::fs::write(&card_file, serde_json::to_string(&other).unwrap()).unwrap();
     let out = segstream(&["inspect", engine.to_str().unwrap()]);
     assert!(!out.status.success());
@@ -225,5 +236,54 @@ mod with_tensorrt {
         let before = std::fs::metadata(&out).unwrap().modified().unwrap();
         let _ = tensorrt::open(&onnx, &card, &opts).unwrap();
         assert_eq!(std::fs::metadata(&out).unwrap().modified().unwrap(), before);
+    }
+
+    /// Several pipelines opening one ONNX model at once: one build, one engine, no
+    /// temporary files left, a timing cache beside it.
+    #[test]
+    #[ignore = "needs TensorRT and a CUDA GPU"]
+    fn concurrent_opens_build_one_engine() {
+        let dir = common::workdir("tensorrt", "concurrent-opens");
+        let onnx = dir.join("m.onnx");
+        std::fs::copy(sample_model(), &onnx).unwrap();
+        std::fs::copy(sample_model().with_extension("json"), dir.join("m.json")).unwrap();
+        let card = tensorrt::load_card(&onnx).unwrap();
+        let opts = BuildOptions { precision: Precision::Fp32, ..BuildOptions::default() };
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| tensorrt::open(&onnx, &card, &opts).map(|_| ()).unwrap());
+            }
+        });
+        let names: Vec<String> =
+            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
+        assert!(names.contains(&"m.fp32.engine".to_string()) && names.contains(&"tensorrt.timing-cache".to_string()), "{names:?}");
+    }
+
+    /// A re-exported ONNX (same card) makes the cached engine stale; a threshold edit in
+    /// the card does not.
+    #[test]
+    #[ignore = "needs TensorRT and a CUDA GPU"]
+    fn reexported_onnx_rebuilds_card_edit_does_not() {
+        let dir = common::workdir("tensorrt", "stale-onnx");
+        let onnx = dir.join("m.onnx");
+        std::fs::copy(sample_model(), &onnx).unwrap();
+        std::fs::copy(sample_model().with_extension("json"), dir.join("m.json")).unwrap();
+        let mut card = tensorrt::load_card(&onnx).unwrap();
+        let opts = BuildOptions { precision: Precision::Fp32, ..BuildOptions::default() };
+        let engine = dir.join("m.fp32.engine");
+        let _ = tensorrt::open(&onnx, &card, &opts).unwrap();
+        let first = std::fs::metadata(&engine).unwrap().modified().unwrap();
+        card.defaults.score_threshold = 0.99;
+        let _ = tensorrt::open(&onnx, &card, &opts).unwrap();
+        assert_eq!(std::fs::metadata(&engine).unwrap().modified().unwrap(), first, "rebuilt for a threshold");
+        // A "re-export": the same graph in other bytes. An empty `doc_string` (ModelProto
+        // field 6, length 0) appended to the file is valid protobuf (the last value wins).
+        let mut bytes = std::fs::read(&onnx).unwrap();
+        bytes.extend_from_slice(&[0x32, 0x00]);
+        std::fs::write(&onnx, &bytes).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let _ = tensorrt::open(&onnx, &card, &opts).unwrap();
+        assert_ne!(std::fs::metadata(&engine).unwrap().modified().unwrap(), first, "not rebuilt for a new ONNX");
     }
 }

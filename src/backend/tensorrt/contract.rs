@@ -30,6 +30,63 @@ fn dtype_name(d: i32) -> String {
     }
 }
 
+/// Bytes per element of a TensorRT `DataType`, `None` for sub-byte or unknown types.
+pub fn dtype_size(d: i32) -> Option<usize> {
+    match d {
+        0 | 3 => Some(4),     // float32, int32
+        1 | 7 => Some(2),     // float16, bfloat16
+        2 | 4 | 5 | 6 => Some(1), // int8, bool, uint8, fp8
+        8 => Some(8),         // int64
+        _ => None,
+    }
+}
+
+/// Alignment TensorRT requires of every I/O tensor address given to `setTensorAddress`
+/// (documented for `IExecutionContext::setTensorAddress`; 256 bytes). `cudaMalloc`
+/// returns such addresses; a sub-buffer (one image of a batch, a slice of a pool) may not.
+pub const IO_ALIGNMENT: usize = 256;
+
+/// Bytes a tensor of `dims` (all resolved, as the execution context reports them after
+/// the input shape is set) and `dtype` takes.
+pub fn tensor_bytes(name: &str, dims: &[i64], dtype: i32) -> Result<usize> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    let Some(size) = dtype_size(dtype) else {
+        return bad(format!("{name:?} is {}, whose size this backend does not know", dtype_name(dtype)));
+    };
+    let mut n = size;
+    for &d in dims {
+        if d < 0 {
+            return bad(format!("{name:?} has unresolved shape {dims:?} (is the input shape set?)"));
+        }
+        n = match n.checked_mul(d as usize) {
+            Some(v) => v,
+            None => return bad(format!("{name:?} of shape {dims:?} does not fit in memory")),
+        };
+    }
+    Ok(n)
+}
+
+/// Check one binding before `enqueueV3`: its buffer (`have` bytes at `addr`) holds the
+/// tensor at the shape the execution context reports (`dims`), and `addr` is aligned to
+/// [`IO_ALIGNMENT`]. TensorRT itself would write past a short output buffer.
+pub fn check_binding(name: &str, dims: &[i64], dtype: i32, addr: usize, have: usize) -> Result<()> {
+    if addr == 0 {
+        return Err(Error::InvalidArgument(format!("{name:?} is bound to a null pointer")));
+    }
+    if !addr.is_multiple_of(IO_ALIGNMENT) {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} is bound to {addr:#x}, which is not aligned to {IO_ALIGNMENT} bytes as TensorRT requires"
+        )));
+    }
+    let need = tensor_bytes(name, dims, dtype)?;
+    if have < need {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} needs {need} bytes at shape {dims:?}, its buffer has {have}"
+        )));
+    }
+    Ok(())
+}
+
 /// One I/O tensor of an engine, as TensorRT reports it (`-1` = dynamic dimension).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoTensor {
@@ -261,6 +318,40 @@ mod tests {
         let mut v = good(2);
         v[1].dims[0] = 1;
         assert!(err(&v).contains("disagree"));
+    }
+
+    /// Item 14: output sizes come from the shape after `setInputShape`, and a short buffer
+    /// is refused before TensorRT writes into it.
+    #[test]
+    fn binding_sizes_follow_the_resolved_shape() {
+        assert_eq!(tensor_bytes("m", &[2, 20, 72, 128], DTYPE_FLOAT).unwrap(), 2 * 20 * 72 * 128 * 4);
+        assert_eq!(tensor_bytes("m", &[2, 20, 72, 128], DTYPE_HALF).unwrap(), 2 * 20 * 72 * 128 * 2);
+        assert_eq!(tensor_bytes("s", &[], DTYPE_FLOAT).unwrap(), 4);
+        // The engine-level shape (-1 batch) is not a size.
+        let e = tensor_bytes("m", &[-1, 20, 72, 128], DTYPE_FLOAT).unwrap_err().to_string();
+        assert!(e.contains("unresolved"), "{e}");
+        assert!(tensor_bytes("m", &[i64::MAX, i64::MAX], DTYPE_FLOAT).is_err());
+        assert!(tensor_bytes("m", &[1], 99).is_err());
+        let a = 0x7f00_0000_0000usize;
+        let need = 4 * 20 * 72 * 128 * 4;
+        check_binding(MASK_OUTPUT, &[4, 20, 72, 128], DTYPE_FLOAT, a, need).unwrap();
+        // A buffer sized for batch 1 bound at batch 4.
+        let e = check_binding(MASK_OUTPUT, &[4, 20, 72, 128], DTYPE_FLOAT, a, need / 4).unwrap_err().to_string();
+        assert!(e.contains(&format!("needs {need} bytes")) && e.contains(&format!("has {}", need / 4)), "{e}");
+    }
+
+    /// Item 16: I/O addresses are 256-byte aligned.
+    #[test]
+    fn binding_addresses_are_aligned() {
+        let base = 0x7f00_0000_0000usize;
+        check_binding("x", &[1, 3], DTYPE_FLOAT, base + 256, 12).unwrap();
+        // One image into a batch of [3,288,512] float32: 1 769 472 bytes, a multiple of 256.
+        check_binding("x", &[1, 3, 288, 512], DTYPE_FLOAT, base + 3 * 288 * 512 * 4, 3 * 288 * 512 * 4).unwrap();
+        // Class logits of one image [20,7] float32 = 560 bytes: the second image's slice
+        // is misaligned.
+        let e = check_binding(CLASS_OUTPUT, &[1, 20, 7], DTYPE_FLOAT, base + 560, 560).unwrap_err().to_string();
+        assert!(e.contains("not aligned to 256"), "{e}");
+        assert!(check_binding("x", &[1], DTYPE_FLOAT, 0, 4).is_err());
     }
 
     fn tmp(name: &str) -> PathBuf {

@@ -7,17 +7,21 @@
 //! CUDA runtime; once it lands, frames preprocessed on the device are bound directly and
 //! buffers and stream come from there.
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Once;
+use std::time::SystemTime;
 
+use super::cache::{self, FileLock, LoadedPlugins};
 use super::contract::{self, EngineIo, IoTensor, ModelFile};
 use super::ffi;
-use super::header::{EngineHeader, Expected, Gpu, TrtVersion, card_hash};
+use super::header::{BuildRecord, EngineHeader, Expected, Gpu, TrtVersion, card_hash, file_sha256};
 use super::options::{BatchProfile, BuildOptions, Precision, cached_engine_path, default_timing_cache};
+use super::progress::{ProgressFn, ProgressState, progress_trampoline};
 use super::{BuildEvent, LogLevel, log};
 use crate::backend::onnxruntime::{CLASS_OUTPUT, INPUT_NAME, MASK_OUTPUT};
 use crate::backend::{Backend, InputTensor, Logits};
@@ -28,6 +32,18 @@ const ERR_LEN: usize = 2048;
 /// Start of the message of a build the compiled TensorRT cannot do (FP16 from an FP32
 /// graph on TensorRT 11); `TrtBackend::open` then builds FP32.
 const UNSUPPORTED: &str = "unsupported by TensorRT";
+/// The message of a build cancelled by its progress callback (no fallback, no retry).
+const CANCELLED: &str = "engine build cancelled";
+
+fn is_cancelled(e: &Error) -> bool {
+    matches!(e, Error::TensorRt(m) if m == CANCELLED)
+}
+
+/// Whether another source is worth a try after `e`: not after a cancel, nor after a
+/// build the compiled TensorRT cannot do at all (`TrtBackend::open` handles that one).
+fn worth_another_source(e: &Error) -> bool {
+    !is_cancelled(e) && !matches!(e, Error::TensorRt(m) if m.starts_with(UNSUPPORTED))
+}
 
 /// Run a shim call that reports failures through an error buffer.
 fn with_err<T>(f: impl FnOnce(*mut c_char, usize) -> T) -> (T, String) {
@@ -97,6 +113,12 @@ pub fn linked_version() -> TrtVersion {
     TrtVersion(a as u32, b as u32, c as u32)
 }
 
+/// Build number of the TensorRT library loaded at run time (`getInferLibBuildVersion`).
+pub fn linked_build_version() -> u32 {
+    // SAFETY: no arguments; the shim only reads TensorRT's version.
+    unsafe { ffi::sstrt_linked_build_version() }.max(0) as u32
+}
+
 /// Name and compute capability of CUDA device `device`.
 pub fn gpu(device: u32) -> Result<Gpu> {
     let mut name = vec![0 as c_char; 256];
@@ -120,72 +142,87 @@ pub fn set_device(device: u32) -> Result<()> {
     check(rc, msg)
 }
 
-/// Load TensorRT's plugin library (or `library`) into the plugin registry.
+/// The plugin libraries this process has loaded (each once: TensorRT refuses to register
+/// a library's plugins twice).
+static PLUGINS: LoadedPlugins = LoadedPlugins::new();
+
+/// Load TensorRT's plugin library (or `library`) into the plugin registry, once per
+/// library and process.
 pub fn load_plugins(library: Option<&Path>) -> Result<()> {
     install_logger();
     let lib = library.map(path_cstring).transpose()?;
-    let (rc, msg) = with_err(|e, l| {
-        // SAFETY: `lib` is NUL-terminated or null; `e` holds `l` bytes.
-        unsafe { ffi::sstrt_load_plugins(lib.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()), e, l) }
-    });
-    check(rc, msg)
+    PLUGINS
+        .ensure(library, || {
+            let (rc, msg) = with_err(|e, l| {
+                // SAFETY: `lib` is NUL-terminated or null; `e` holds `l` bytes.
+                unsafe { ffi::sstrt_load_plugins(lib.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()), e, l) }
+            });
+            check(rc, msg)
+        })
+        .map(|_| ())
 }
 
-struct ProgressState<'a> {
-    f: &'a mut dyn FnMut(&BuildEvent<'_>) -> bool,
-}
-
-/// TensorRT's progress monitor callback: to the closure given to [`build_plan`]; returns
-/// non-zero to cancel.
-unsafe extern "C" fn progress_trampoline(
-    user: *mut c_void,
-    event: i32,
-    phase: *const c_char,
-    parent: *const c_char,
-    step: i32,
-    nb_steps: i32,
-) -> i32 {
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `user` is the `ProgressState` that `build_plan` keeps alive for the whole
-        // `sstrt_build` call, and TensorRT calls the monitor from the building thread.
-        let state = unsafe { &mut *(user as *mut ProgressState<'_>) };
-        let s = |p: *const c_char| {
-            if p.is_null() {
-                String::new()
-            } else {
-                // SAFETY: the shim passes NUL-terminated strings valid for this call.
-                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-            }
-        };
-        let phase = s(phase);
-        let ev = match event {
-            ffi::PHASE_START => BuildEvent::PhaseStart { phase: &phase, parent: &s(parent), steps: nb_steps.max(0) as u32 },
-            ffi::PHASE_STEP => BuildEvent::Step { phase: &phase, step: step.max(0) as u32 },
-            ffi::PHASE_FINISH => BuildEvent::PhaseFinish { phase: &phase },
-            _ => return true,
-        };
-        (state.f)(&ev)
-    }));
-    match r {
-        Ok(true) => 0,
-        // A `false` answer or a panic in the callback cancels the build.
-        _ => 1,
+/// Take ownership of a buffer the shim malloc'd: copy it out and free it.
+///
+/// # Safety
+/// `p` is null or a buffer of `len` bytes from the shim's allocator, not used afterwards.
+unsafe fn take_shim_buffer(p: *mut u8, len: usize) -> Option<Vec<u8>> {
+    if p.is_null() {
+        return None;
     }
+    // SAFETY: the caller guarantees `len` readable bytes at `p`.
+    let v = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+    // SAFETY: from the shim's allocator, freed once.
+    unsafe { ffi::sstrt_free(p as *mut c_void) };
+    Some(v)
+}
+
+/// Merge two serialized timing caches with TensorRT; `None` when they do not combine.
+fn combine_timing_caches(ours: &[u8], theirs: &[u8]) -> Option<Vec<u8>> {
+    let mut out: *mut u8 = std::ptr::null_mut();
+    let mut len = 0usize;
+    let (rc, msg) = with_err(|e, l| {
+        // SAFETY: both slices are valid for the call; the out-pointers are valid.
+        unsafe {
+            ffi::sstrt_timing_cache_combine(
+                ours.as_ptr() as *const c_void,
+                ours.len(),
+                theirs.as_ptr() as *const c_void,
+                theirs.len(),
+                &mut out,
+                &mut len,
+                e,
+                l,
+            )
+        }
+    });
+    if rc != ffi::OK {
+        log(LogLevel::Warning, &format!("timing cache: {msg}; keeping this build's"));
+        return None;
+    }
+    // SAFETY: on success `out` holds `len` bytes from the shim's allocator.
+    unsafe { take_shim_buffer(out, len) }
+}
+
+/// Write this build's timing cache: under the cache file's lock, combined with whatever
+/// another build wrote since this one read it (`started_from`).
+fn store_timing_cache(path: &Path, started_from: Option<&[u8]>, ours: Vec<u8>) -> Result<()> {
+    cache::merge_locked(path, |current| {
+        Ok(Some(cache::timing_cache_to_write(started_from, current, ours, combine_timing_caches)))
+    })
 }
 
 /// Build a plan (without header) from an ONNX file.
-pub fn build_plan(
-    onnx: &Path,
-    opts: &BuildOptions,
-    plugin: bool,
-    progress: &mut dyn FnMut(&BuildEvent<'_>) -> bool,
-) -> Result<Vec<u8>> {
+///
+/// The plugin library must be loaded before (see [`load_plugins`]) when the ONNX file
+/// holds plugin nodes. The timing cache `opts.timing_cache` is read before the build and
+/// merged back under its lock after it.
+pub fn build_plan(onnx: &Path, opts: &BuildOptions, progress: &mut ProgressFn<'_>) -> Result<Vec<u8>> {
     install_logger();
     set_device(opts.device)?;
     let onnx_c = path_cstring(onnx)?;
     let input = cstring(INPUT_NAME)?;
-    let cache = opts.timing_cache.as_deref().map(path_cstring).transpose()?;
-    let plugin_lib = opts.plugin_library.as_deref().map(path_cstring).transpose()?;
+    let started_from: Option<Vec<u8>> = opts.timing_cache.as_deref().and_then(|p| std::fs::read(p).ok());
     let o = ffi::BuildOptions {
         onnx_path: onnx_c.as_ptr(),
         precision: match opts.precision {
@@ -197,40 +234,50 @@ pub fn build_plan(
         batch_min: opts.batch.min as i32,
         batch_opt: opts.batch.opt as i32,
         batch_max: opts.batch.max as i32,
-        timing_cache_path: cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-        load_plugins: plugin as i32,
-        plugin_library: plugin_lib.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        use_timing_cache: opts.timing_cache.is_some() as i32,
+        timing_cache: started_from.as_ref().map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void),
+        timing_cache_len: started_from.as_ref().map_or(0, |b| b.len()),
     };
-    let mut state = ProgressState { f: progress };
+    let state = ProgressState::new(progress);
     let mut plan: *mut u8 = std::ptr::null_mut();
     let mut len = 0usize;
+    let mut cache_out: *mut u8 = std::ptr::null_mut();
+    let mut cache_len = 0usize;
     let (rc, msg) = with_err(|e, l| {
-        // SAFETY: every pointer in `o` points into CStrings alive until the call returns;
-        // `state` outlives the call and is only used from the calling thread; the out
-        // pointers are valid.
+        // SAFETY: every pointer in `o` points into CStrings and a buffer alive until the
+        // call returns; `state` outlives the call and its closure is only reached through
+        // its Mutex (TensorRT may call the monitor from several threads); the out pointers
+        // are valid.
         unsafe {
             ffi::sstrt_build(
                 &o,
                 Some(progress_trampoline),
-                &mut state as *mut ProgressState<'_> as *mut c_void,
+                state.as_user(),
                 &mut plan,
                 &mut len,
+                &mut cache_out,
+                &mut cache_len,
                 e,
                 l,
             )
         }
     });
+    // SAFETY: null, or (on success) a buffer of `cache_len` bytes from the shim's allocator.
+    let updated_cache = unsafe { take_shim_buffer(cache_out, cache_len) };
     match rc {
         ffi::OK => {}
-        ffi::CANCELLED => return Err(Error::TensorRt("engine build cancelled".into())),
+        ffi::CANCELLED => return Err(Error::TensorRt(CANCELLED.into())),
         ffi::UNSUPPORTED => return Err(Error::TensorRt(format!("{UNSUPPORTED} {}: {msg}", compiled_version()))),
         _ => return Err(Error::TensorRt(msg)),
     }
-    // SAFETY: on success the shim returns a malloc'd buffer of `len` bytes; it is copied
-    // and then released with the shim's free.
-    let v = unsafe { std::slice::from_raw_parts(plan, len) }.to_vec();
-    // SAFETY: `plan` came from the shim's allocator and is freed once.
-    unsafe { ffi::sstrt_free(plan as *mut c_void) };
+    // SAFETY: on success the shim returns a malloc'd buffer of `len` bytes.
+    let v = unsafe { take_shim_buffer(plan, len) }.ok_or_else(|| Error::TensorRt("the shim returned no plan".into()))?;
+    if let (Some(path), Some(updated)) = (opts.timing_cache.as_deref(), updated_cache) {
+        // A cache that cannot be written costs the next build time, not this one its engine.
+        if let Err(e) = store_timing_cache(path, started_from.as_deref(), updated) {
+            log(LogLevel::Warning, &format!("cannot write the timing cache: {e}"));
+        }
+    }
     Ok(v)
 }
 
@@ -306,8 +353,9 @@ impl Engine {
         (rc == ffi::OK && nb >= 1 && min[0] > 0).then(|| (min[0] as usize, opt[0] as usize, max[0] as usize))
     }
 
-    /// An execution context for zero-copy execution on device pointers.
-    pub fn context(&mut self) -> Result<ExecutionContext<'_>> {
+    /// An execution context for zero-copy execution on device pointers. An engine may have
+    /// several; each borrows the engine, which therefore outlives them.
+    pub fn context(&self) -> Result<ExecutionContext<'_>> {
         let (p, msg) = with_err(|e, l| {
             // SAFETY: a live engine; `e` holds `l` bytes.
             unsafe { ffi::sstrt_context_create(self.ptr.as_ptr(), e, l) }
@@ -319,8 +367,18 @@ impl Engine {
 /// An execution context borrowing its engine.
 pub struct ExecutionContext<'e> {
     ptr: NonNull<ffi::Context>,
-    _engine: PhantomData<&'e mut Engine>,
+    _engine: PhantomData<&'e Engine>,
 }
+
+/// One tensor bound for [`ExecutionContext::enqueue`]: its name, the device address and
+/// the size in bytes of the buffer there.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub name: &'a CStr,
+    pub ptr: *mut c_void,
+    pub bytes: usize,
+}
+
 
 impl Drop for ExecutionContext<'_> {
     fn drop(&mut self) {
@@ -331,30 +389,57 @@ impl Drop for ExecutionContext<'_> {
 }
 
 impl ExecutionContext<'_> {
-    /// Zero-copy execution: set the input shape, bind each named tensor to its device
-    /// pointer and `enqueueV3` on `stream`. Returns once the work is enqueued.
+    /// Data type and shape of tensor `name` as the context resolves it now (after the
+    /// input shape is set: outputs have their real batch, not the engine's -1).
+    pub fn tensor(&self, name: &CStr) -> Result<(i32, Vec<i64>)> {
+        let (mut dtype, mut nb) = (0, 0);
+        let mut dims = [0i64; ffi::MAX_DIMS];
+        // SAFETY: a live context, a NUL-terminated name, MAX_DIMS values of room.
+        let rc = unsafe { ffi::sstrt_context_tensor(self.ptr.as_ptr(), name.as_ptr(), &mut dtype, &mut nb, dims.as_mut_ptr()) };
+        if rc != ffi::OK {
+            return Err(Error::InvalidArgument(format!("the engine has no I/O tensor {name:?}")));
+        }
+        Ok((dtype, dims[..(nb.max(0) as usize).min(ffi::MAX_DIMS)].to_vec()))
+    }
+
+    /// Zero-copy execution: set the input shape, check every binding against the shape
+    /// the context resolves for it (a buffer too small for its tensor, or an address not
+    /// aligned to [`contract::IO_ALIGNMENT`], is an error and nothing is enqueued), bind
+    /// each tensor to its device pointer and `enqueueV3` on `stream`. Returns once the
+    /// work is enqueued. Every I/O tensor of the engine must be bound.
     ///
     /// # Safety
-    /// Every pointer must be device memory large enough for its tensor at `input_dims`,
-    /// `stream` a valid `cudaStream_t` of the current device (or null for the legacy
-    /// default stream), and all of them must stay valid until the stream has finished
-    /// this work.
-    pub unsafe fn enqueue(&mut self, input_dims: [i64; 4], bindings: &[(&CStr, *mut c_void)], stream: *mut c_void) -> Result<()> {
+    /// Every `ptr` must be device memory of the current device holding at least `bytes`
+    /// bytes, aligned to 256 bytes (TensorRT's requirement for I/O addresses: `cudaMalloc`
+    /// returns such addresses, a sub-buffer at an offset, such as one image of a batch,
+    /// may not be; a misaligned one is refused with an error). `stream` must be a valid
+    /// `cudaStream_t` of the current device (or null for the legacy default stream). All
+    /// of them must stay valid until the stream has finished this work.
+    pub unsafe fn enqueue(&mut self, input_dims: [i64; 4], bindings: &[Binding<'_>], stream: *mut c_void) -> Result<()> {
         let input = cstring(INPUT_NAME)?;
-        let names: Vec<*const c_char> = bindings.iter().map(|(n, _)| n.as_ptr()).collect();
-        let ptrs: Vec<*mut c_void> = bindings.iter().map(|(_, p)| *p).collect();
         let (rc, msg) = with_err(|e, l| {
-            // SAFETY: a live context; names/ptrs hold `bindings.len()` entries; the caller
-            // guarantees the device pointers and the stream.
+            // SAFETY: a live context, a NUL-terminated name, 4 dims; `e` holds `l` bytes.
+            unsafe { ffi::sstrt_context_set_input_shape(self.ptr.as_ptr(), input.as_ptr(), 4, input_dims.as_ptr(), e, l) }
+        });
+        check(rc, msg)?;
+        for b in bindings {
+            let (dtype, dims) = self.tensor(b.name)?;
+            contract::check_binding(&b.name.to_string_lossy(), &dims, dtype, b.ptr as usize, b.bytes)?;
+        }
+        let names: Vec<*const c_char> = bindings.iter().map(|b| b.name.as_ptr()).collect();
+        let ptrs: Vec<*mut c_void> = bindings.iter().map(|b| b.ptr).collect();
+        let sizes: Vec<usize> = bindings.iter().map(|b| b.bytes).collect();
+        let (rc, msg) = with_err(|e, l| {
+            // SAFETY: a live context; names/ptrs/sizes hold `bindings.len()` entries; the
+            // caller guarantees the device pointers and the stream (the shim checks sizes
+            // and alignment again).
             unsafe {
                 ffi::sstrt_context_enqueue(
                     self.ptr.as_ptr(),
-                    input.as_ptr(),
-                    4,
-                    input_dims.as_ptr(),
                     bindings.len() as i32,
                     names.as_ptr(),
                     ptrs.as_ptr(),
+                    sizes.as_ptr(),
                     stream,
                     e,
                     l,
@@ -403,7 +488,12 @@ impl std::fmt::Debug for TrtBackend {
 
 /// What the running system says an engine must match.
 pub fn expected(card: &ModelCard, device: u32) -> Result<Expected> {
-    Ok(Expected { tensorrt: linked_version(), gpu: gpu(device)?, card_sha256: card_hash(card) })
+    Ok(Expected {
+        tensorrt: linked_version(),
+        tensorrt_build: linked_build_version(),
+        gpu: gpu(device)?,
+        card_sha256: card_hash(card),
+    })
 }
 
 /// Print build progress on stderr (the default when no callback is given).
@@ -418,91 +508,188 @@ pub fn stderr_progress(ev: &BuildEvent<'_>) -> bool {
     true
 }
 
-/// Build an engine file from `onnx` for `card` and write it to `out` (through a temporary
-/// file renamed when complete). Returns the header written.
+/// Build an engine file from `onnx` for `card` and write it to `out` (through a unique
+/// temporary file renamed when complete), holding `out`'s lock file for the whole build
+/// so that two builds of one engine do not run at once. Returns the header written.
 pub fn build_engine_file(
     onnx: &Path,
     card: &ModelCard,
     out: &Path,
     opts: &BuildOptions,
-    progress: &mut dyn FnMut(&BuildEvent<'_>) -> bool,
+    progress: &mut ProgressFn<'_>,
 ) -> Result<EngineHeader> {
     if !onnx.is_file() {
         return Err(Error::ModelNotFound(onnx.to_path_buf()));
     }
-    // The deformable-attention plugin export beside the portable one is preferred when
-    // TensorRT's plugin library loads; the portable file is the fallback.
-    let mut source = onnx.to_path_buf();
-    if opts.prefer_plugin_model
-        && let Some(v) = contract::plugin_variant(onnx)
-    {
+    let _lock = FileLock::acquire(&cache::lock_path(out))?;
+    build_engine_file_locked(onnx, card, out, opts, progress)
+}
+
+/// A build's result before it is written.
+struct Built {
+    plan: Vec<u8>,
+    plugin: bool,
+    onnx_sha256: String,
+    batch: BatchProfile,
+}
+
+/// [`build_engine_file`] with `out`'s lock held by the caller.
+fn build_engine_file_locked(
+    onnx: &Path,
+    card: &ModelCard,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &mut ProgressFn<'_>,
+) -> Result<EngineHeader> {
+    let want = BuildRecord::for_build(onnx, opts);
+    let mut sources = want.sources.clone();
+    // The plugin export first, when preferred and present, if the plugin library loads;
+    // the portable file is the fallback (also when the plugin export fails to parse,
+    // build or load: `build_with_fallback`).
+    if sources.len() > 1 {
         match load_plugins(opts.plugin_library.as_deref()) {
-            Ok(()) => {
-                log(LogLevel::Info, &format!("using {} (deformable attention as TensorRT's plugin)", v.display()));
-                source = v;
+            Ok(()) => log(LogLevel::Info, &format!("using {} (deformable attention as TensorRT's plugin)", sources[0].display())),
+            Err(e) => {
+                log(
+                    LogLevel::Warning,
+                    &format!("{} found but the plugin cannot be loaded ({e}); building from {}", sources[0].display(), onnx.display()),
+                );
+                sources.remove(0);
             }
-            Err(e) => log(
-                LogLevel::Warning,
-                &format!("{} found but the plugin cannot be loaded ({e}); building from {}", v.display(), onnx.display()),
-            ),
         }
     }
-    let plugin = contract::onnx_uses_plugin(&source)?;
     let mut opts = opts.clone();
     if opts.timing_cache.is_none() {
         opts.timing_cache = Some(default_timing_cache(out));
     }
     let exp = expected(card, opts.device)?;
-    let plan = build_plan(&source, &opts, plugin, progress)?;
+    let (built, source) = cache::build_with_fallback(
+        &sources,
+        |source| {
+            let plugin = contract::onnx_uses_plugin(source)?;
+            if plugin {
+                load_plugins(opts.plugin_library.as_deref())?;
+            }
+            let onnx_sha256 = file_sha256(source)?;
+            let plan = build_plan(source, &opts, &mut *progress)?;
+            // Check the contract before writing anything (on the device it was built for),
+            // and record the batch range the engine really has (a fixed-batch export
+            // ignores the profile).
+            set_device(opts.device)?;
+            let engine = Engine::load(&plan)?;
+            let io = contract::check_io(&engine.io())?;
+            let batch = match (io.fixed_batch, engine.batch_range()) {
+                (Some(b), _) => BatchProfile { min: b as u32, opt: b as u32, max: b as u32 },
+                (None, Some((a, b, c))) => BatchProfile { min: a as u32, opt: b as u32, max: c as u32 },
+                (None, None) => opts.batch,
+            };
+            Ok(Built { plan, plugin, onnx_sha256, batch })
+        },
+        worth_another_source,
+        |w| log(LogLevel::Warning, w),
+    )?;
     let header = EngineHeader {
         tensorrt: exp.tensorrt,
+        tensorrt_build: exp.tensorrt_build,
         gpu: exp.gpu,
         card_sha256: exp.card_sha256,
         model: card.name.clone(),
         precision: opts.precision,
-        batch: opts.batch,
+        batch: built.batch,
         input: (card.input.height, card.input.width),
-        plugin,
+        plugin: built.plugin,
         source: source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        onnx_sha256: built.onnx_sha256,
+        requested_batch: want.batch,
+        plugin_library: want.plugin_library,
         segstream: env!("CARGO_PKG_VERSION").into(),
-        plan_len: plan.len() as u64,
+        plan_len: built.plan.len() as u64,
     };
-    // Check the contract before writing anything (on the device it was built for), and
-    // record the batch range the engine really has (a fixed-batch export ignores the profile).
-    set_device(opts.device)?;
-    let engine = Engine::load(&plan)?;
-    let io = contract::check_io(&engine.io())?;
-    let mut header = header;
-    header.batch = match (io.fixed_batch, engine.batch_range()) {
-        (Some(b), _) => BatchProfile { min: b as u32, opt: b as u32, max: b as u32 },
-        (None, Some((a, b, c))) => BatchProfile { min: a as u32, opt: b as u32, max: c as u32 },
-        (None, None) => header.batch,
-    };
-    drop(engine);
-    let bytes = header.encode(&plan);
-    let tmp = out.with_extension("engine.partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    cache::write_atomic(out, &header.encode(&built.plan))?;
     Ok(header)
 }
 
+/// Size and modification time of a file, to recognise "the same file" later.
+type Stamp = (u64, SystemTime);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Whether the engine file at `cached` can be reused as is (header decodes, matches this
+/// TensorRT build, GPU and card, and would be built the same way now).
+fn reusable(cached: &Path, exp: &Expected, want: &BuildRecord) -> Result<()> {
+    let bytes = std::fs::read(cached).map_err(|e| Error::io(cached, e))?;
+    let (h, _) = EngineHeader::decode(&bytes, cached)?;
+    h.check(exp, cached)?;
+    h.check_build(want, cached)
+}
+
 /// The engine cached beside `onnx` for `opts.precision`, (re)built when missing or stale.
-fn cached_or_built(onnx: &Path, card: &ModelCard, opts: &BuildOptions) -> Result<PathBuf> {
+/// Concurrent callers (several pipelines on one model) build it once: the others wait on
+/// its lock file and reuse it. `refused`: the stamp of a cached file that TensorRT failed
+/// to load; that file is rebuilt even though its header matches.
+fn cached_or_built(onnx: &Path, card: &ModelCard, opts: &BuildOptions, refused: Option<Stamp>) -> Result<PathBuf> {
     let cached = cached_engine_path(onnx, opts.precision);
-    let usable = match std::fs::read(&cached) {
-        Ok(bytes) => match EngineHeader::decode(&bytes, &cached).and_then(|(h, _)| h.check(&expected(card, opts.device)?, &cached)) {
+    let want = BuildRecord::for_build(onnx, opts);
+    let exp = expected(card, opts.device)?;
+    let reason: Cell<Option<String>> = Cell::new(None);
+    let fresh = || {
+        if !cached.exists() {
+            reason.set(Some("no engine built yet".into()));
+            return false;
+        }
+        if refused.is_some() && stamp(&cached) == refused {
+            reason.set(Some("TensorRT could not load the cached engine".into()));
+            return false;
+        }
+        match reusable(&cached, &exp, &want) {
             Ok(()) => true,
             Err(e) => {
-                log(LogLevel::Warning, &format!("rebuilding: {e}"));
+                reason.set(Some(e.to_string()));
                 false
             }
-        },
-        Err(_) => false,
+        }
     };
-    if !usable {
-        build_engine_file(onnx, card, &cached, opts, &mut stderr_progress)?;
-    }
+    cache::build_once(&cache::lock_path(&cached), fresh, || {
+        if let Some(r) = reason.take() {
+            log(LogLevel::Warning, &format!("building {}: {r}", cached.display()));
+        }
+        build_engine_file_locked(onnx, card, &cached, opts, &mut stderr_progress).map(|_| ())
+    })?;
     Ok(cached)
+}
+
+/// Read, check and deserialize an engine file; check its I/O contract.
+fn load_engine_file(path: &Path, card: &ModelCard, opts: &BuildOptions) -> Result<(EngineHeader, Engine, EngineIo)> {
+    if !path.is_file() {
+        return Err(Error::ModelNotFound(path.to_path_buf()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (header, plan) = EngineHeader::decode(&bytes, path)?;
+    header.check(&expected(card, opts.device)?, path)?;
+    set_device(opts.device)?;
+    if header.plugin {
+        load_plugins(opts.plugin_library.as_deref().or(header.plugin_library.as_deref().map(Path::new)))?;
+    }
+    let engine = Engine::load(plan)?;
+    let io = contract::check_io(&engine.io())?;
+    Ok((header, engine, io))
+}
+
+/// Open the engine cached beside `onnx`, building it when needed; a cached engine that
+/// matches but does not load (TensorRT refuses the plan) is rebuilt once.
+fn open_cached(onnx: &Path, card: &ModelCard, opts: &BuildOptions) -> Result<(PathBuf, EngineHeader, Engine, EngineIo)> {
+    let path = cached_or_built(onnx, card, opts, None)?;
+    let (h, e, io) = cache::load_or_rebuild_once(
+        || load_engine_file(&path, card, opts),
+        |err| {
+            log(LogLevel::Warning, &format!("{} does not load ({err}); rebuilding it once", path.display()));
+            cached_or_built(onnx, card, opts, Some(stamp(&path).unwrap_or((0, SystemTime::UNIX_EPOCH)))).map(|_| ())
+        },
+    )?;
+    Ok((path, h, e, io))
 }
 
 impl TrtBackend {
@@ -510,35 +697,26 @@ impl TrtBackend {
     /// beside it on first use) for `card`.
     pub fn open(model: &Path, card: &ModelCard, opts: &BuildOptions) -> Result<TrtBackend> {
         install_logger();
-        let path = match ModelFile::classify(model)? {
-            ModelFile::Engine(p) => p,
+        let (path, header, engine, io) = match ModelFile::classify(model)? {
+            ModelFile::Engine(p) => {
+                let (h, e, io) = load_engine_file(&p, card, opts)?;
+                (p, h, e, io)
+            }
             ModelFile::Onnx(onnx) => {
                 if !onnx.is_file() {
                     return Err(Error::ModelNotFound(onnx));
                 }
-                match cached_or_built(&onnx, card, opts) {
+                match open_cached(&onnx, card, opts) {
                     // TensorRT 11 and an FP32 graph: no FP16 without an FP16 export.
                     Err(Error::TensorRt(m)) if opts.precision == Precision::Fp16 && m.starts_with(UNSUPPORTED) => {
                         log(LogLevel::Warning, &format!("{m}; building an FP32 engine instead"));
                         let fp32 = BuildOptions { precision: Precision::Fp32, ..opts.clone() };
-                        cached_or_built(&onnx, card, &fp32)?
+                        open_cached(&onnx, card, &fp32)?
                     }
                     other => other?,
                 }
             }
         };
-        if !path.is_file() {
-            return Err(Error::ModelNotFound(path));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let (header, plan) = EngineHeader::decode(&bytes, &path)?;
-        header.check(&expected(card, opts.device)?, &path)?;
-        set_device(opts.device)?;
-        if header.plugin {
-            load_plugins(opts.plugin_library.as_deref())?;
-        }
-        let engine = Engine::load(plan)?;
-        let io = contract::check_io(&engine.io())?;
         let (min_batch, max_batch) = match io.fixed_batch {
             Some(b) => (b, b),
             None => engine.batch_range().map(|(a, _, c)| (a, c)).unwrap_or((1, 1)),
@@ -580,9 +758,10 @@ impl TrtBackend {
         &self.header
     }
 
-    /// The engine, e.g. for an execution context of the device path.
-    pub fn engine_mut(&mut self) -> &mut Engine {
-        &mut self.engine
+    /// The engine, e.g. for an execution context of the device path. Shared only: the
+    /// host runner's context lives on it, so it cannot be replaced.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 

@@ -7,9 +7,7 @@ pub const UNSUPPORTED: i32 = 2;
 pub const CANCELLED: i32 = 3;
 pub const MAX_DIMS: usize = 8;
 
-pub const PHASE_START: i32 = 0;
-pub const PHASE_STEP: i32 = 1;
-pub const PHASE_FINISH: i32 = 2;
+// Progress events (SSTRT_PHASE_*): see `super::progress`.
 
 pub type LogFn = unsafe extern "C" fn(user: *mut c_void, severity: i32, msg: *const c_char);
 pub type ProgressFn = unsafe extern "C" fn(
@@ -30,10 +28,24 @@ pub struct BuildOptions {
     pub batch_min: i32,
     pub batch_opt: i32,
     pub batch_max: i32,
-    pub timing_cache_path: *const c_char,
-    pub load_plugins: i32,
-    pub plugin_library: *const c_char,
+    pub use_timing_cache: i32,
+    pub timing_cache: *const c_void,
+    pub timing_cache_len: usize,
 }
+
+// The layout of `SegstreamTrtBuildOptions` on LP64 (x86-64, aarch64), asserted on both
+// sides (the shim has the same static_asserts), so that the two declarations cannot drift.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(BuildOptions, precision) == 8);
+    assert!(offset_of!(BuildOptions, workspace_bytes) == 16);
+    assert!(offset_of!(BuildOptions, input_name) == 24);
+    assert!(offset_of!(BuildOptions, batch_max) == 40);
+    assert!(offset_of!(BuildOptions, use_timing_cache) == 44);
+    assert!(offset_of!(BuildOptions, timing_cache) == 48);
+    assert!(offset_of!(BuildOptions, timing_cache_len) == 56);
+    assert!(size_of::<BuildOptions>() == 64);
+};
 
 #[repr(C)]
 pub struct Engine {
@@ -51,6 +63,7 @@ pub struct HostRunner {
 unsafe extern "C" {
     pub fn sstrt_compiled_version(major: *mut i32, minor: *mut i32, patch: *mut i32);
     pub fn sstrt_linked_version(major: *mut i32, minor: *mut i32, patch: *mut i32);
+    pub fn sstrt_linked_build_version() -> i32;
     pub fn sstrt_set_logger(f: Option<LogFn>, user: *mut c_void);
     pub fn sstrt_device_info(
         device: i32,
@@ -69,6 +82,18 @@ unsafe extern "C" {
         progress_user: *mut c_void,
         plan: *mut *mut u8,
         plan_len: *mut usize,
+        cache_out: *mut *mut u8,
+        cache_out_len: *mut usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    pub fn sstrt_timing_cache_combine(
+        ours: *const c_void,
+        ours_len: usize,
+        theirs: *const c_void,
+        theirs_len: usize,
+        out: *mut *mut u8,
+        out_len: *mut usize,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -96,14 +121,27 @@ unsafe extern "C" {
     ) -> i32;
     pub fn sstrt_context_create(engine: *mut Engine, err: *mut c_char, err_len: usize) -> *mut Context;
     pub fn sstrt_context_free(ctx: *mut Context);
+    pub fn sstrt_context_set_input_shape(
+        ctx: *mut Context,
+        name: *const c_char,
+        nb_dims: i32,
+        dims: *const i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    pub fn sstrt_context_tensor(
+        ctx: *const Context,
+        name: *const c_char,
+        dtype: *mut i32,
+        nb_dims: *mut i32,
+        dims: *mut i64,
+    ) -> i32;
     pub fn sstrt_context_enqueue(
         ctx: *mut Context,
-        input_name: *const c_char,
-        nb_dims: i32,
-        input_dims: *const i64,
         nb_tensors: i32,
         names: *const *const c_char,
         ptrs: *const *mut c_void,
+        sizes: *const usize,
         stream: *mut c_void,
         err: *mut c_char,
         err_len: usize,

@@ -18,9 +18,15 @@
 //! backend's host path owns a stream and device buffers allocated by the shim with the CUDA
 //! runtime; once it lands, buffers and stream come from there (no host staging).
 
+pub mod cache;
 pub mod contract;
 pub mod header;
 pub mod options;
+pub mod progress;
+
+// build.rs's search and flags, compiled here for their unit tests only.
+#[cfg(test)]
+mod build_support;
 
 #[cfg(feature = "tensorrt")]
 pub mod engine;
@@ -34,7 +40,7 @@ use crate::backend::Backend;
 use crate::model::ModelCard;
 use crate::Result;
 
-pub use header::{EngineHeader, Expected, Gpu, TrtVersion, card_hash};
+pub use header::{BuildRecord, EngineHeader, Expected, Gpu, TrtVersion, card_hash, file_sha256};
 pub use options::{BatchProfile, BuildOptions, Precision};
 
 /// Severity of a TensorRT log message.
@@ -111,13 +117,15 @@ pub fn open(model: &Path, card: &ModelCard, opts: &BuildOptions) -> Result<Box<d
 }
 
 /// Build an engine file `out` from `onnx` for `card`, reporting progress to `progress`
-/// (return `false` to cancel).
+/// (return `false` to cancel). `progress` may be called from TensorRT's builder threads
+/// (one call at a time), hence `Send`. A build of the same `out` running in another
+/// pipeline or process is waited for (lock file `out.lock`).
 pub fn build_engine(
     onnx: &Path,
     card: &ModelCard,
     out: &Path,
     opts: &BuildOptions,
-    progress: &mut dyn FnMut(&BuildEvent<'_>) -> bool,
+    progress: &mut progress::ProgressFn<'_>,
 ) -> Result<EngineHeader> {
     #[cfg(feature = "tensorrt")]
     {

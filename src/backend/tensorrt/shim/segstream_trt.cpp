@@ -18,20 +18,31 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
-#include <vector>
 
 #if NV_TENSORRT_MAJOR < 10
 #error "segstream's TensorRT backend needs TensorRT 10 or newer"
 #endif
+
+// The layout ffi.rs asserts too (LP64): the two declarations of the struct cannot drift.
+#include <cstddef>
+static_assert(offsetof(SegstreamTrtBuildOptions, precision) == 8, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, workspace_bytes) == 16, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, input_name) == 24, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, batch_max) == 40, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, use_timing_cache) == 44, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, timing_cache) == 48, "ffi.rs BuildOptions");
+static_assert(offsetof(SegstreamTrtBuildOptions, timing_cache_len) == 56, "ffi.rs BuildOptions");
+static_assert(sizeof(SegstreamTrtBuildOptions) == 64, "ffi.rs BuildOptions");
 
 namespace {
 
@@ -72,34 +83,121 @@ private:
     void* user_ = nullptr;
 };
 
+// Immortal: TensorRT and its plugin library (initLibNvInferPlugins keeps the pointer) may
+// log from their own static destructors, after this file's statics are gone.
 Logger& logger() {
-    static Logger l;
-    return l;
+    static Logger* l = new Logger();
+    return *l;
 }
 
+// TensorRT calls the monitor from several internal threads: calls into the Rust callback
+// are serialized by `mutex_`, and the cancel flag is atomic. It must outlive the builder
+// config that points to it (declared before it in sstrt_build).
 class Progress final : public nvinfer1::IProgressMonitor {
 public:
     Progress(sstrt_progress_fn fn, void* user) : fn_(fn), user_(user) {}
     void phaseStart(char const* phase, char const* parent, int32_t nb_steps) noexcept override {
-        if (fn_) fn_(user_, SSTRT_PHASE_START, phase ? phase : "", parent ? parent : "", 0, nb_steps);
+        call(SSTRT_PHASE_START, phase, parent, 0, nb_steps);
     }
     bool stepComplete(char const* phase, int32_t step) noexcept override {
-        if (!fn_) return true;
-        if (fn_(user_, SSTRT_PHASE_STEP, phase ? phase : "", "", step, 0) != 0) {
-            cancelled = true;
+        if (cancelled_.load(std::memory_order_acquire)) return false;
+        if (call(SSTRT_PHASE_STEP, phase, "", step, 0) != 0) {
+            cancelled_.store(true, std::memory_order_release);
             return false;
         }
         return true;
     }
-    void phaseFinish(char const* phase) noexcept override {
-        if (fn_) fn_(user_, SSTRT_PHASE_FINISH, phase ? phase : "", "", 0, 0);
-    }
-    bool cancelled = false;
+    void phaseFinish(char const* phase) noexcept override { call(SSTRT_PHASE_FINISH, phase, "", 0, 0); }
+    bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
 
 private:
+    int32_t call(int32_t event, char const* phase, char const* parent, int32_t step, int32_t nb_steps) noexcept {
+        if (fn_ == nullptr) return 0;
+        try {
+            std::lock_guard<std::mutex> g(mutex_);
+            return fn_(user_, event, phase ? phase : "", parent ? parent : "", step, nb_steps);
+        } catch (...) {
+            return 1;  // std::system_error from the mutex: cancel rather than throw into TensorRT
+        }
+    }
     sstrt_progress_fn fn_;
     void* user_;
+    std::mutex mutex_;
+    std::atomic<bool> cancelled_{false};
 };
+
+// Bytes per element of a DataType (by value, stable across 10.x and 11.x); 0 = sub-byte
+// or unknown.
+size_t dtype_size(nvinfer1::DataType t) {
+    switch (static_cast<int32_t>(t)) {
+        case 0: case 3: return 4;          // kFLOAT, kINT32
+        case 1: case 7: return 2;          // kHALF, kBF16
+        case 2: case 4: case 5: case 6: return 1;  // kINT8, kBOOL, kUINT8, kFP8
+        case 8: return 8;                  // kINT64
+        default: return 0;
+    }
+}
+
+constexpr uintptr_t kIoAlignment = 256;  // setTensorAddress: "at least 256-byte alignment"
+
+// Check every binding against the context's resolved shapes, then bind and enqueue.
+int32_t enqueue_checked(nvinfer1::IExecutionContext& ctx, int32_t nb_tensors, const char* const* names,
+                        void* const* ptrs, const size_t* sizes, cudaStream_t stream, std::string& err) {
+    const nvinfer1::ICudaEngine& engine = ctx.getEngine();
+    if (nb_tensors != engine.getNbIOTensors()) {
+        err = "the engine has " + std::to_string(engine.getNbIOTensors()) + " I/O tensors, " +
+              std::to_string(nb_tensors) + " are bound";
+        return SSTRT_ERR;
+    }
+    for (int32_t i = 0; i < nb_tensors; ++i) {
+        const char* name = names[i];
+        if (engine.getTensorIOMode(name) == nvinfer1::TensorIOMode::kNONE) {
+            err = std::string("the engine has no I/O tensor named ") + name;
+            return SSTRT_ERR;
+        }
+        if (ptrs[i] == nullptr || reinterpret_cast<uintptr_t>(ptrs[i]) % kIoAlignment != 0) {
+            err = std::string("the address bound to ") + name + " is null or not aligned to 256 bytes";
+            return SSTRT_ERR;
+        }
+        nvinfer1::Dims d = ctx.getTensorShape(name);
+        size_t bytes = dtype_size(engine.getTensorDataType(name));
+        if (bytes == 0 || d.nbDims < 0) {
+            err = std::string("cannot size tensor ") + name;
+            return SSTRT_ERR;
+        }
+        for (int32_t k = 0; k < d.nbDims; ++k) {
+            if (d.d[k] < 0) {
+                err = std::string("the shape of ") + name + " is not resolved (input shape not set?)";
+                return SSTRT_ERR;
+            }
+            bytes *= static_cast<size_t>(d.d[k]);
+        }
+        if (sizes[i] < bytes) {
+            err = std::string("the buffer of ") + name + " holds " + std::to_string(sizes[i]) + " bytes, its shape needs " +
+                  std::to_string(bytes);
+            return SSTRT_ERR;
+        }
+    }
+    for (int32_t i = 0; i < nb_tensors; ++i) {
+        if (!ctx.setTensorAddress(names[i], ptrs[i])) {
+            err = std::string("setTensorAddress failed for ") + names[i];
+            return SSTRT_ERR;
+        }
+    }
+    if (!ctx.enqueueV3(stream)) {
+        err = "enqueueV3 failed (see the TensorRT log above)";
+        return SSTRT_ERR;
+    }
+    return SSTRT_OK;
+}
+
+uint8_t* copy_out(const nvinfer1::IHostMemory& mem, size_t* len) {
+    auto* out = static_cast<uint8_t*>(std::malloc(mem.size() > 0 ? mem.size() : 1));
+    if (out == nullptr) return nullptr;
+    std::memcpy(out, mem.data(), mem.size());
+    *len = mem.size();
+    return out;
+}
 
 std::string cuda_error(const char* what, cudaError_t e) {
     return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
@@ -129,16 +227,17 @@ void from_dims(const nvinfer1::Dims& dims, int32_t* nb, int64_t* out) {
 }
 
 int32_t load_plugins_impl(const char* library, std::string& err) {
+    // Every library loaded once: loadLibrary fails for plugins registered already.
     static std::mutex m;
-    static bool default_loaded = false;
+    static std::set<std::string>* loaded = new std::set<std::string>();  // immortal, as the logger
     std::lock_guard<std::mutex> g(m);
     std::string name;
     if (library != nullptr && library[0] != '\0') {
         name = library;
     } else {
-        if (default_loaded) return SSTRT_OK;
         name = "libnvinfer_plugin.so." + std::to_string(NV_TENSORRT_MAJOR);
     }
+    if (loaded->count(name) != 0) return SSTRT_OK;
     void* handle = dlopen(name.c_str(), RTLD_NOW | RTLD_GLOBAL);
     if (handle == nullptr) {
         const char* e = dlerror();
@@ -160,15 +259,8 @@ int32_t load_plugins_impl(const char* library, std::string& err) {
             return SSTRT_ERR;
         }
     }
-    if (library == nullptr || library[0] == '\0') default_loaded = true;
+    loaded->insert(name);
     return SSTRT_OK;
-}
-
-std::vector<char> read_file(const char* path, bool& ok) {
-    std::ifstream f(path, std::ios::binary);
-    ok = static_cast<bool>(f);
-    if (!ok) return {};
-    return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -215,14 +307,20 @@ void sstrt_compiled_version(int32_t* major, int32_t* minor, int32_t* patch) {
 }
 
 void sstrt_linked_version(int32_t* major, int32_t* minor, int32_t* patch) {
-    // getInferLibVersion() = major * 10000 + minor * 100 + patch.
-    int32_t v = getInferLibVersion();
-    *major = v / 10000;
-    *minor = (v / 100) % 100;
-    *patch = v % 100;
+    // One function per part (10.x and 11.x): no decoding of getInferLibVersion's packing.
+    *major = getInferLibMajorVersion();
+    *minor = getInferLibMinorVersion();
+    *patch = getInferLibPatchVersion();
 }
 
-void sstrt_set_logger(sstrt_log_fn fn, void* user) { logger().set(fn, user); }
+int32_t sstrt_linked_build_version(void) { return getInferLibBuildVersion(); }
+
+void sstrt_set_logger(sstrt_log_fn fn, void* user) {
+    try {
+        logger().set(fn, user);
+    } catch (...) {
+    }
+}
 
 int32_t sstrt_device_info(int32_t device, char* name, size_t name_len, int32_t* cc_major, int32_t* cc_minor,
                           char* err, size_t err_len) {
@@ -269,17 +367,15 @@ int32_t sstrt_load_plugins(const char* library, char* err, size_t err_len) {
 }
 
 int32_t sstrt_build(const SegstreamTrtBuildOptions* o, sstrt_progress_fn progress, void* progress_user,
-                    uint8_t** plan, size_t* plan_len, char* err, size_t err_len) {
+                    uint8_t** plan, size_t* plan_len, uint8_t** cache_out, size_t* cache_out_len, char* err,
+                    size_t err_len) {
     try {
         *plan = nullptr;
         *plan_len = 0;
-        if (o->load_plugins) {
-            std::string msg;
-            if (load_plugins_impl(o->plugin_library, msg) != SSTRT_OK) {
-                set_err(err, err_len, msg);
-                return SSTRT_ERR;
-            }
-        }
+        *cache_out = nullptr;
+        *cache_out_len = 0;
+        // Declared first, destroyed last: the config keeps a pointer to it.
+        Progress monitor(progress, progress_user);
         std::unique_ptr<nvinfer1::IBuilder> builder(nvinfer1::createInferBuilder(logger()));
         if (!builder) {
             set_err(err, err_len, "createInferBuilder failed (is a CUDA device visible?)");
@@ -313,6 +409,12 @@ int32_t sstrt_build(const SegstreamTrtBuildOptions* o, sstrt_progress_fn progres
         if (o->workspace_bytes > 0) {
             config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, static_cast<size_t>(o->workspace_bytes));
         }
+        if (o->precision == SSTRT_PRECISION_FP32) {
+            // TF32 is on by default (Ampere and newer) and rounds FP32 inner products to
+            // 10-bit mantissas: an "fp32" engine then misses ONNX Runtime's results by more
+            // than the parity tolerance. FP32 means FP32.
+            config->clearFlag(nvinfer1::BuilderFlag::kTF32);
+        }
         if (o->precision == SSTRT_PRECISION_FP16) {
 #if NV_TENSORRT_MAJOR >= 11
             if (!network_has_half(*network)) {
@@ -323,11 +425,16 @@ int32_t sstrt_build(const SegstreamTrtBuildOptions* o, sstrt_progress_fn progres
                 return SSTRT_UNSUPPORTED;
             }
 #else
+// kFP16 and platformHasFastFp16 are deprecated in late 10.x (removed in 11): they are what
+// 10.x has for a weakly typed FP16 build.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
             if (!builder->platformHasFastFp16()) {
                 logger().log(nvinfer1::ILogger::Severity::kWARNING,
                              "this GPU has no fast FP16; building FP16 anyway");
             }
             config->setFlag(nvinfer1::BuilderFlag::kFP16);
+#pragma GCC diagnostic pop
 #endif
         }
         // Optimization profile over the batch dimension of the input.
@@ -366,48 +473,83 @@ int32_t sstrt_build(const SegstreamTrtBuildOptions* o, sstrt_progress_fn progres
                 return SSTRT_ERR;
             }
         }
-        // Timing cache reused across builds.
+        // Timing cache reused across builds. One that TensorRT refuses (built on another
+        // GPU or TensorRT version, or damaged) is replaced by a fresh one, which the caller
+        // then writes over the file: otherwise every build would be refused it again.
         std::unique_ptr<nvinfer1::ITimingCache> cache;
-        if (o->timing_cache_path != nullptr && o->timing_cache_path[0] != '\0') {
-            bool ok = false;
-            std::vector<char> blob = read_file(o->timing_cache_path, ok);
-            cache.reset(config->createTimingCache(ok ? blob.data() : nullptr, ok ? blob.size() : 0));
-            if (!cache && ok) {  // unreadable or foreign cache: start a fresh one
+        if (o->use_timing_cache) {
+            const bool given = o->timing_cache != nullptr && o->timing_cache_len > 0;
+            if (given) cache.reset(config->createTimingCache(o->timing_cache, o->timing_cache_len));
+            bool set = cache && config->setTimingCache(*cache, false);
+            if (!set) {
+                if (given) {
+                    logger().log(nvinfer1::ILogger::Severity::kWARNING,
+                                 "the timing cache was made for another GPU or TensorRT version, or is damaged: "
+                                 "starting a fresh one, which replaces it after this build");
+                }
                 cache.reset(config->createTimingCache(nullptr, 0));
+                set = cache && config->setTimingCache(*cache, false);
+                if (!set) {
+                    logger().log(nvinfer1::ILogger::Severity::kWARNING,
+                                 "cannot set a timing cache: building without one");
+                    cache.reset();
+                }
             }
-            if (cache) config->setTimingCache(*cache, false);
         }
-        Progress monitor(progress, progress_user);
         if (progress != nullptr) config->setProgressMonitor(&monitor);
 
         std::unique_ptr<nvinfer1::IHostMemory> serialized(builder->buildSerializedNetwork(*network, *config));
         if (!serialized || serialized->size() == 0) {
-            if (monitor.cancelled) {
+            if (monitor.cancelled()) {
                 set_err(err, err_len, "engine build cancelled");
                 return SSTRT_CANCELLED;
             }
             set_err(err, err_len, "buildSerializedNetwork failed (see the TensorRT log above)");
             return SSTRT_ERR;
         }
-        if (cache) {
-            const nvinfer1::ITimingCache* updated = config->getTimingCache();
-            std::unique_ptr<nvinfer1::IHostMemory> blob(updated ? updated->serialize() : nullptr);
-            if (blob) {
-                std::ofstream f(o->timing_cache_path, std::ios::binary | std::ios::trunc);
-                f.write(static_cast<const char*>(blob->data()), static_cast<std::streamsize>(blob->size()));
-                if (!f) {
-                    logger().log(nvinfer1::ILogger::Severity::kWARNING, "cannot write the timing cache file");
-                }
-            }
-        }
-        auto* out = static_cast<uint8_t*>(std::malloc(serialized->size()));
+        uint8_t* out = copy_out(*serialized, plan_len);
         if (out == nullptr) {
             set_err(err, err_len, "out of host memory for the plan");
             return SSTRT_ERR;
         }
-        std::memcpy(out, serialized->data(), serialized->size());
         *plan = out;
-        *plan_len = serialized->size();
+        if (cache) {
+            const nvinfer1::ITimingCache* updated = config->getTimingCache();
+            std::unique_ptr<nvinfer1::IHostMemory> blob(updated ? updated->serialize() : nullptr);
+            if (blob) *cache_out = copy_out(*blob, cache_out_len);
+        }
+        config->setProgressMonitor(nullptr);
+        return SSTRT_OK;
+    } catch (const std::exception& ex) {
+        set_err(err, err_len, ex.what());
+    } catch (...) {
+        set_err(err, err_len, "unknown C++ exception");
+    }
+    return SSTRT_ERR;
+}
+
+int32_t sstrt_timing_cache_combine(const void* ours, size_t ours_len, const void* theirs, size_t theirs_len,
+                                   uint8_t** out, size_t* out_len, char* err, size_t err_len) {
+    try {
+        *out = nullptr;
+        *out_len = 0;
+        std::unique_ptr<nvinfer1::IBuilder> builder(nvinfer1::createInferBuilder(logger()));
+        if (!builder) {
+            set_err(err, err_len, "createInferBuilder failed");
+            return SSTRT_ERR;
+        }
+        std::unique_ptr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
+        std::unique_ptr<nvinfer1::ITimingCache> a(config ? config->createTimingCache(ours, ours_len) : nullptr);
+        std::unique_ptr<nvinfer1::ITimingCache> b(config ? config->createTimingCache(theirs, theirs_len) : nullptr);
+        if (!a || !b || !a->combine(*b, false)) {
+            set_err(err, err_len, "the timing caches cannot be combined (another GPU or TensorRT version, or damaged)");
+            return SSTRT_ERR;
+        }
+        std::unique_ptr<nvinfer1::IHostMemory> blob(a->serialize());
+        if (!blob || (*out = copy_out(*blob, out_len)) == nullptr) {
+            set_err(err, err_len, "cannot serialize the combined timing cache");
+            return SSTRT_ERR;
+        }
         return SSTRT_OK;
     } catch (const std::exception& ex) {
         set_err(err, err_len, ex.what());
@@ -504,26 +646,49 @@ void sstrt_context_free(SegstreamTrtContext* ctx) {
     }
 }
 
-int32_t sstrt_context_enqueue(SegstreamTrtContext* c, const char* input_name, int32_t nb_dims,
-                              const int64_t* input_dims, int32_t nb_tensors, const char* const* names,
-                              void* const* ptrs, void* stream, char* err, size_t err_len) {
+int32_t sstrt_context_set_input_shape(SegstreamTrtContext* c, const char* name, int32_t nb_dims,
+                                      const int64_t* dims, char* err, size_t err_len) {
     try {
-        if (!c->ctx->setInputShape(input_name, to_dims(nb_dims, input_dims))) {
-            set_err(err, err_len, std::string("setInputShape rejected the shape of ") + input_name +
+        if (nb_dims < 0 || nb_dims > nvinfer1::Dims::MAX_DIMS) {
+            set_err(err, err_len, "too many dimensions");
+            return SSTRT_ERR;
+        }
+        if (!c->ctx->setInputShape(name, to_dims(nb_dims, dims))) {
+            set_err(err, err_len, std::string("setInputShape rejected the shape of ") + name +
                                       " (outside the engine's optimization profile?)");
             return SSTRT_ERR;
         }
-        for (int32_t i = 0; i < nb_tensors; ++i) {
-            if (!c->ctx->setTensorAddress(names[i], ptrs[i])) {
-                set_err(err, err_len, std::string("setTensorAddress failed for ") + names[i]);
-                return SSTRT_ERR;
-            }
-        }
-        if (!c->ctx->enqueueV3(static_cast<cudaStream_t>(stream))) {
-            set_err(err, err_len, "enqueueV3 failed (see the TensorRT log above)");
-            return SSTRT_ERR;
-        }
         return SSTRT_OK;
+    } catch (const std::exception& ex) {
+        set_err(err, err_len, ex.what());
+    } catch (...) {
+        set_err(err, err_len, "unknown C++ exception");
+    }
+    return SSTRT_ERR;
+}
+
+int32_t sstrt_context_tensor(const SegstreamTrtContext* c, const char* name, int32_t* dtype, int32_t* nb_dims,
+                             int64_t* dims) {
+    try {
+        const nvinfer1::ICudaEngine& engine = c->ctx->getEngine();
+        if (engine.getTensorIOMode(name) == nvinfer1::TensorIOMode::kNONE) return SSTRT_ERR;
+        *dtype = static_cast<int32_t>(engine.getTensorDataType(name));
+        nvinfer1::Dims d = c->ctx->getTensorShape(name);
+        if (d.nbDims < 0 || d.nbDims > SSTRT_MAX_DIMS) return SSTRT_ERR;
+        from_dims(d, nb_dims, dims);
+        return SSTRT_OK;
+    } catch (...) {
+        return SSTRT_ERR;
+    }
+}
+
+int32_t sstrt_context_enqueue(SegstreamTrtContext* c, int32_t nb_tensors, const char* const* names,
+                              void* const* ptrs, const size_t* sizes, void* stream, char* err, size_t err_len) {
+    try {
+        std::string msg;
+        int32_t rc = enqueue_checked(*c->ctx, nb_tensors, names, ptrs, sizes, static_cast<cudaStream_t>(stream), msg);
+        if (rc != SSTRT_OK) set_err(err, err_len, msg);
+        return rc;
     } catch (const std::exception& ex) {
         set_err(err, err_len, ex.what());
     } catch (...) {
@@ -610,11 +775,21 @@ int32_t sstrt_host_runner_infer(SegstreamTrtHostRunner* r, const float* input, i
             return SSTRT_ERR;
         }
         const int64_t dims[4] = {batch, channels, height, width};
+        int32_t rc = sstrt_context_set_input_shape(&r->context, r->input_name.c_str(), 4, dims, err, err_len);
+        if (rc != SSTRT_OK) return rc;
         const char* names[3] = {r->input_name.c_str(), r->class_name.c_str(), r->mask_name.c_str()};
         void* ptrs[3] = {r->d_input, r->d_class, r->d_mask};
-        int32_t rc = sstrt_context_enqueue(&r->context, r->input_name.c_str(), 4, dims, 3, names, ptrs, r->stream,
-                                           err, err_len);
-        if (rc != SSTRT_OK) return rc;
+        // What the buffers hold (allocated for max_batch images); enqueue_checked compares
+        // them with the output shapes the context resolved for this batch.
+        const size_t mb = static_cast<size_t>(r->max_batch);
+        const size_t sizes[3] = {mb * r->input_per_image * sizeof(float), mb * r->class_per_image * sizeof(float),
+                                 mb * r->mask_per_image * sizeof(float)};
+        std::string msg;
+        rc = enqueue_checked(*r->context.ctx, 3, names, ptrs, sizes, r->stream, msg);
+        if (rc != SSTRT_OK) {
+            set_err(err, err_len, msg);
+            return rc;
+        }
         ce = cudaMemcpyAsync(class_out, r->d_class, b * r->class_per_image * sizeof(float), cudaMemcpyDeviceToHost,
                              r->stream);
         if (ce == cudaSuccess)

@@ -50,13 +50,17 @@ typedef int32_t (*sstrt_progress_fn)(void* user, int32_t event, const char* phas
 
 typedef struct SegstreamTrtBuildOptions {
     const char* onnx_path;
-    int32_t precision;           /* SSTRT_PRECISION_* */
+    int32_t precision;           /* SSTRT_PRECISION_*; fp32 also clears TF32 */
     uint64_t workspace_bytes;    /* 0 = TensorRT's default */
     const char* input_name;      /* the batch profile is set on this input */
     int32_t batch_min, batch_opt, batch_max;
-    const char* timing_cache_path; /* NULL = none; read if present, written after the build */
-    int32_t load_plugins;        /* load TensorRT's plugin library before parsing */
-    const char* plugin_library;  /* NULL = libnvinfer_plugin.so.<major> */
+    /* Timing cache: 0 = none. Otherwise the build starts from `timing_cache` (NULL / 0
+     * bytes = a fresh one; a cache TensorRT refuses, e.g. from another GPU, is replaced by a
+     * fresh one with a warning) and returns the updated cache through `cache_out`. Reading
+     * and writing the file (under a lock) is the caller's. */
+    int32_t use_timing_cache;
+    const void* timing_cache;
+    size_t timing_cache_len;
 } SegstreamTrtBuildOptions;
 
 typedef struct SegstreamTrtEngine SegstreamTrtEngine;
@@ -64,9 +68,11 @@ typedef struct SegstreamTrtContext SegstreamTrtContext;
 typedef struct SegstreamTrtHostRunner SegstreamTrtHostRunner;
 
 /* The TensorRT version the shim was compiled against (NV_TENSORRT_*) and the one of the
- * library loaded at run time (getInferLibVersion). */
+ * library loaded at run time (getInferLibVersion), and that library's build number
+ * (getInferLibBuildVersion). */
 void sstrt_compiled_version(int32_t* major, int32_t* minor, int32_t* patch);
 void sstrt_linked_version(int32_t* major, int32_t* minor, int32_t* patch);
+int32_t sstrt_linked_build_version(void);
 
 /* Route TensorRT's log to `fn` (NULL restores a silent logger). */
 void sstrt_set_logger(sstrt_log_fn fn, void* user);
@@ -79,13 +85,22 @@ int32_t sstrt_device_info(int32_t device, char* name, size_t name_len, int32_t* 
  * the current device; a host runner remembers its device and sets it again in infer). */
 int32_t sstrt_set_device(int32_t device, char* err, size_t err_len);
 
-/* Load TensorRT's plugin library (NULL = libnvinfer_plugin.so.<major>) into the registry. */
+/* Load TensorRT's plugin library (NULL = libnvinfer_plugin.so.<major>) into the registry.
+ * A library loaded before (same string) is not loaded again. */
 int32_t sstrt_load_plugins(const char* library, char* err, size_t err_len);
 
 /* Build a serialized engine (plan) from an ONNX file. On success *plan / *plan_len hold a
- * buffer to release with sstrt_free(). */
+ * buffer to release with sstrt_free(), and, with use_timing_cache, *cache_out /
+ * *cache_out_len the serialized timing cache (also for sstrt_free; NULL when none).
+ * `progress` may be called from several TensorRT threads; the shim serializes the calls. */
 int32_t sstrt_build(const SegstreamTrtBuildOptions* opts, sstrt_progress_fn progress, void* progress_user,
-                    uint8_t** plan, size_t* plan_len, char* err, size_t err_len);
+                    uint8_t** plan, size_t* plan_len, uint8_t** cache_out, size_t* cache_out_len, char* err,
+                    size_t err_len);
+/* Merge two serialized timing caches (`ours` updated by a build, `theirs` written to the
+ * file meanwhile) into *out (for sstrt_free). SSTRT_ERR when they cannot be combined
+ * (another GPU or TensorRT version, damaged): the caller then keeps `ours`. */
+int32_t sstrt_timing_cache_combine(const void* ours, size_t ours_len, const void* theirs, size_t theirs_len,
+                                   uint8_t** out, size_t* out_len, char* err, size_t err_len);
 void sstrt_free(void* p);
 
 /* Deserialize a plan (without segstream's header). */
@@ -102,12 +117,21 @@ int32_t sstrt_engine_profile(const SegstreamTrtEngine* engine, const char* name,
 /* Execution context over an engine (the engine must outlive it). */
 SegstreamTrtContext* sstrt_context_create(SegstreamTrtEngine* engine, char* err, size_t err_len);
 void sstrt_context_free(SegstreamTrtContext* ctx);
-/* Zero-copy execution: set the shape of input `input_name` to `input_dims`, bind every I/O
- * tensor to the device pointer of the same index in `names`/`ptrs`, and enqueueV3 on
- * `stream` (a cudaStream_t). Returns once the work is enqueued; the caller synchronizes. */
-int32_t sstrt_context_enqueue(SegstreamTrtContext* ctx, const char* input_name, int32_t nb_dims,
-                              const int64_t* input_dims, int32_t nb_tensors, const char* const* names,
-                              void* const* ptrs, void* stream, char* err, size_t err_len);
+/* Set the shape of input `name` (before sstrt_context_tensor and sstrt_context_enqueue). */
+int32_t sstrt_context_set_input_shape(SegstreamTrtContext* ctx, const char* name, int32_t nb_dims,
+                                      const int64_t* dims, char* err, size_t err_len);
+/* Data type and shape of tensor `name` as the context resolves it after the input shape
+ * is set (outputs: the real size, unlike the engine's -1 batch). */
+int32_t sstrt_context_tensor(const SegstreamTrtContext* ctx, const char* name, int32_t* dtype, int32_t* nb_dims,
+                             int64_t* dims);
+/* Zero-copy execution, after sstrt_context_set_input_shape: bind every I/O tensor to the
+ * device pointer of the same index in `names`/`ptrs`, whose buffer holds `sizes[i]` bytes,
+ * and enqueueV3 on `stream` (a cudaStream_t). Refused (nothing enqueued) when a tensor is
+ * not bound, a buffer is smaller than its tensor at the context's shape, or an address is
+ * not 256-byte aligned (TensorRT's requirement). Returns once the work is enqueued; the
+ * caller synchronizes. */
+int32_t sstrt_context_enqueue(SegstreamTrtContext* ctx, int32_t nb_tensors, const char* const* names,
+                              void* const* ptrs, const size_t* sizes, void* stream, char* err, size_t err_len);
 
 /* Host convenience path: a stream, device buffers for `max_batch` images, copy in,
  * enqueueV3, copy out, synchronize. Buffer sizes are in float elements per image. */

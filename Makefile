@@ -19,9 +19,11 @@ DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 
 setup: deps-deb deps-py ort
 
-# Debian packages: installed only when one is missing.
+# Debian packages: installed only when one is missing (for this machine's architecture: an
+# arm64 copy of a package, see deps-aarch64, does not count).
 deps-deb:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	@arch=$$(dpkg --print-architecture); \
+	missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p:$$arch 2>/dev/null | grep -q 'ok installed' || echo $$p:$$arch; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -98,29 +100,20 @@ clean-out:
 # emulation (qemu-user, explicit sysroot, no binfmt). Not part of `make test` (minutes of
 # emulated work); results and dates in docs/BENCHMARKS.md. See docs/JETSON.md.
 AARCH64 := aarch64-unknown-linux-gnu
-AARCH64_DEB := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev:arm64 \
-	libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 libgstrtspserver-1.0-dev:arm64 \
-	gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 \
-	gstreamer1.0-plugins-bad:arm64 gstreamer1.0-libav:arm64
 # What cargo and the build scripts need to target aarch64 from here.
 AARCH64_ENV := PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH= \
-	PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+	PKG_CONFIG_LIBDIR=$(CURDIR)/.cross/pkgconfig:/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $(CURDIR)/.cross/qemu-root -E LD_LIBRARY_PATH=$(CURDIR)/.cross/dev/usr/lib/aarch64-linux-gnu"
 
 .PHONY: deps-aarch64 cross-aarch64 aarch64-emulated
 
-# Debian's arm64 multiarch packages, the cross compiler, qemu-user and Rust's aarch64 std:
-# each installed only when missing.
+# Debian's arm64 packages (co-installable ones in the system, the two that would displace the
+# host's development packages unpacked into .cross/), the cross compiler, qemu-user and
+# Rust's aarch64 standard library; each only when missing (scripts/aarch64-deps.sh).
 deps-aarch64: deps-deb
-	@dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update -qq; }
-	@missing=$$(for p in $(AARCH64_DEB); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
-	@rustup target list --installed | grep -qx $(AARCH64) || rustup target add $(AARCH64)
+	scripts/aarch64-deps.sh
 
 # The library, the command, the plugin and every test binary, for aarch64.
 cross-aarch64: deps-aarch64

@@ -13,7 +13,6 @@ cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 PYTHON=${PYTHON:-python3}
 TARGET=aarch64-unknown-linux-gnu
-SYSROOT=/usr/aarch64-linux-gnu
 OUT=out/aarch64
 mkdir -p "$OUT" .cross/ort
 eval "export ${AARCH64_ENV:?run through make aarch64-emulated}"
@@ -47,12 +46,17 @@ BIN_ARM=target/$TARGET/debug/segstream
 [ -x "$BIN_ARM" ] || { echo "error: $BIN_ARM not built (make cross-aarch64)" >&2; exit 1; }
 $CARGO build -q --bin segstream
 # GStreamer's aarch64 plugins, scanned in-process (the scanner is an aarch64 program too and
-# qemu-user does not follow exec without binfmt), with a registry of their own.
+# qemu-user does not follow exec without binfmt), with a registry of their own: only the
+# plugins the run uses (scanning all of them under emulation takes many minutes).
+rm -rf .cross/plugins && mkdir -p .cross/plugins
+for p in coreelements app playback typefindfunctions isomp4 videoparsersbad libav videoconvertscale; do
+    ln -s /usr/lib/aarch64-linux-gnu/gstreamer-1.0/libgst$p.so .cross/plugins/
+done
 arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM"
-    GST_PLUGIN_SYSTEM_PATH=/usr/lib/aarch64-linux-gnu/gstreamer-1.0 GST_PLUGIN_PATH=
+    GST_PLUGIN_SYSTEM_PATH="$PWD/.cross/plugins" GST_PLUGIN_PATH=
     GST_REGISTRY_FORK=no GST_REGISTRY="$PWD/$OUT/registry-arm64.bin")
 t2=$(date +%s)
-"${arm_env[@]}" qemu-aarch64 -L $SYSROOT "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
+"${arm_env[@]}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
     --json "$OUT/shapes-aarch64.jsonl" 2>&1 | tail -n 5 | tee "$OUT/run-aarch64.log"
 t3=$(date +%s)
 ORT_DYLIB_PATH="$PWD/.ort/lib/libonnxruntime.so" target/debug/segstream run samples/shapes.mp4 --no-overlay \

@@ -15,7 +15,7 @@
 #     them: their .pc files with libdir pointing at .cross/lib, where libNAME.so links to
 #     the arm64 runtime library libNAME.so.N (in the system or in .cross/dev); the emulated
 #     programs find .cross/dev's libraries through LD_LIBRARY_PATH (qemu -E).
-#   - .cross/qemu-root: the sysroot qemu-user is given (-L): the cross C library, and an
+#   - .cross/qemu-root: the sysroot qemu-user is given (-L): an
 #     aarch64 /proc/cpuinfo. Debian 12's qemu 7.2 shows aarch64 programs the host's x86
 #     /proc/cpuinfo, on which ONNX Runtime's CPU detection (cpuinfo) crashes.
 set -euo pipefail
@@ -65,7 +65,7 @@ if [ ! -f $stamp ] || [ "$(cat $stamp)" != "$want" ]; then
 fi
 # qemu's sysroot: the cross C library, and /proc/cpuinfo of a two-core Cortex-A78AE (Orin).
 mkdir -p .cross/qemu-root/proc
-ln -sfn /usr/aarch64-linux-gnu/lib .cross/qemu-root/lib
+rm -f .cross/qemu-root/lib  # the loader and libc both come from libc6:arm64 (the cross toolchain's copy is another build)
 for i in 0 1; do
     printf 'processor\t: %d\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd42\nCPU revision\t: 1\n\n' $i
 done > .cross/qemu-root/proc/cpuinfo

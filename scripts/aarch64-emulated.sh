@@ -32,11 +32,21 @@ if [ ! -f "$ORT_ARM" ] || [ "$(cat .cross/ort/VERSION 2>/dev/null)" != "$ORT_VER
 fi
 file -L "$ORT_ARM" | grep -q aarch64 || { echo "error: $ORT_ARM is not an aarch64 library" >&2; exit 1; }
 
+# GStreamer's aarch64 plugins, scanned in-process (the scanner is an aarch64 program too and
+# qemu-user does not follow exec without binfmt), with a registry of their own: only the
+# plugins the run uses (scanning all of them under emulation takes many minutes).
+rm -rf .cross/plugins && mkdir -p .cross/plugins
+for p in coreelements app playback typefindfunctions isomp4 videoparsersbad libav videoconvertscale; do
+    ln -s /usr/lib/aarch64-linux-gnu/gstreamer-1.0/libgst$p.so .cross/plugins/
+done
+export GST_PLUGIN_SYSTEM_PATH="$PWD/.cross/plugins" GST_PLUGIN_PATH= GST_REGISTRY_FORK=no \
+    GST_REGISTRY="$PWD/$OUT/registry-arm64.bin"
+
 # 1. Tests under qemu (cargo uses the runner in AARCH64_ENV).
 t0=$(date +%s)
 set +e
 $CARGO test --target $TARGET --lib --test postprocess_golden --test rle --test schema --test preprocess \
-    --test layers --test segmenter -- --test-threads=2 2>&1 | tee "$OUT/tests.log" | grep -E '^test result|FAILED|panicked'
+    --test layers -- --test-threads=2 2>&1 | tee "$OUT/tests.log" | grep -E '^test result|FAILED|panicked'
 tests_rc=${PIPESTATUS[0]}
 set -e
 t1=$(date +%s)
@@ -45,21 +55,19 @@ t1=$(date +%s)
 BIN_ARM=target/$TARGET/debug/segstream
 [ -x "$BIN_ARM" ] || { echo "error: $BIN_ARM not built (make cross-aarch64)" >&2; exit 1; }
 $CARGO build -q --bin segstream
-# GStreamer's aarch64 plugins, scanned in-process (the scanner is an aarch64 program too and
-# qemu-user does not follow exec without binfmt), with a registry of their own: only the
-# plugins the run uses (scanning all of them under emulation takes many minutes).
-rm -rf .cross/plugins && mkdir -p .cross/plugins
-for p in coreelements app playback typefindfunctions isomp4 videoparsersbad libav videoconvertscale; do
-    ln -s /usr/lib/aarch64-linux-gnu/gstreamer-1.0/libgst$p.so .cross/plugins/
-done
-arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM"
-    GST_PLUGIN_SYSTEM_PATH="$PWD/.cross/plugins" GST_PLUGIN_PATH=
-    GST_REGISTRY_FORK=no GST_REGISTRY="$PWD/$OUT/registry-arm64.bin")
+arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM")
 t2=$(date +%s)
-"${arm_env[@]}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
+# Bounded: under Debian 12's qemu 7.2, ONNX Runtime's session creation has been seen not to
+# finish (docs/BENCHMARKS.md, "aarch64 under emulation").
+set +e
+"${arm_env[@]}" timeout "${AARCH64_RUN_LIMIT:-1800}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
     --json "$OUT/shapes-aarch64.jsonl" 2>&1 | tail -n 5 | tee "$OUT/run-aarch64.log"
+run_rc=${PIPESTATUS[0]}
+set -e
 t3=$(date +%s)
-ORT_DYLIB_PATH="$PWD/.ort/lib/libonnxruntime.so" target/debug/segstream run samples/shapes.mp4 --no-overlay \
+[ "$run_rc" = 0 ] || echo "| emulated sample run | failed (rc $run_rc) after $((t3 - t2)) s |"
+env -u GST_PLUGIN_SYSTEM_PATH -u GST_REGISTRY -u GST_REGISTRY_FORK \
+    ORT_DYLIB_PATH="$PWD/.ort/lib/libonnxruntime.so" target/debug/segstream run samples/shapes.mp4 --no-overlay \
     --threads 2 --json "$OUT/shapes-x86_64.jsonl" > "$OUT/run-x86_64.log" 2>&1
 
 set +e

@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-python3}
 TARGET=aarch64-unknown-linux-gnu
 OUT=out/aarch64
 mkdir -p "$OUT" .cross/ort
-eval "export ${AARCH64_ENV:?run through make aarch64-emulated}"
+: "${AARCH64_ENV:?run through make aarch64-emulated}"  # for the aarch64 cargo only, never the host's
 
 # ONNX Runtime for aarch64: the same version as the x86-64 library in use.
 ORT_VERSION=$($PYTHON -c 'import onnxruntime; print(onnxruntime.__version__)')
@@ -45,8 +45,8 @@ export GST_PLUGIN_SYSTEM_PATH="$PWD/.cross/plugins" GST_PLUGIN_PATH= GST_REGISTR
 # 1. Tests under qemu (cargo uses the runner in AARCH64_ENV).
 t0=$(date +%s)
 set +e
-$CARGO test --target $TARGET --lib --test postprocess_golden --test rle --test schema --test preprocess \
-    --test layers -- --test-threads=2 2>&1 | tee "$OUT/tests.log" | grep -E '^test result|FAILED|panicked'
+eval "env $AARCH64_ENV $CARGO test --no-fail-fast --target $TARGET --lib --test postprocess_golden --test rle \
+    --test schema --test preprocess --test layers -- --test-threads=2" 2>&1 | tee "$OUT/tests.log" | grep -E '^test result|FAILED|panicked'
 tests_rc=${PIPESTATUS[0]}
 set -e
 t1=$(date +%s)
@@ -54,7 +54,7 @@ t1=$(date +%s)
 # 2. The sample through the aarch64 command, and through the x86-64 one.
 BIN_ARM=target/$TARGET/debug/segstream
 [ -x "$BIN_ARM" ] || { echo "error: $BIN_ARM not built (make cross-aarch64)" >&2; exit 1; }
-$CARGO build -q --bin segstream
+env -u GST_PLUGIN_SYSTEM_PATH -u GST_REGISTRY -u GST_REGISTRY_FORK $CARGO build -q --bin segstream
 arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM")
 t2=$(date +%s)
 # Bounded: under Debian 12's qemu 7.2, ONNX Runtime's session creation has been seen not to

@@ -60,7 +60,7 @@ t2=$(date +%s)
 # Bounded: under Debian 12's qemu 7.2, ONNX Runtime's session creation has been seen not to
 # finish (docs/BENCHMARKS.md, "aarch64 under emulation").
 set +e
-"${arm_env[@]}" timeout "${AARCH64_RUN_LIMIT:-1800}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 \
+"${arm_env[@]}" timeout "${AARCH64_RUN_LIMIT:-1800}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 --timeout 600 \
     --json "$OUT/shapes-aarch64.jsonl" 2>&1 | tail -n 5 | tee "$OUT/run-aarch64.log"
 run_rc=${PIPESTATUS[0]}
 set -e

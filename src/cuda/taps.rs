@@ -265,9 +265,11 @@ mod tests {
 
     /// The emulated kernels give the CPU preprocess's tensor, value for value, for every
     /// format and for down- and up-scaling. Except on aarch64 for NV12 / I420: there the CPU
-    /// path's YUV → RGB conversion (yuvutils-rs' NEON code) rounds some pixels to the next
-    /// 8-bit level, so those values may differ by one level (1/std after normalisation);
-    /// found by running this test under qemu-aarch64 (docs/BENCHMARKS.md).
+    /// path's YUV → RGB conversion (yuvutils-rs' NEON code) rounds differently from its x86
+    /// code: under qemu-aarch64 these cases differed by up to three 8-bit levels (3/std
+    /// after normalisation; 18 % and 22 % of the values in the two cases that failed
+    /// first), so there the bound is four levels
+    /// (docs/BENCHMARKS.md, "aarch64 under emulation").
     #[test]
     fn emulated_kernels_match_cpu_preprocess() {
         for (fw, fh, ih, iw) in [(64usize, 48usize, 32u32, 32u32), (50, 30, 64, 96), (40, 40, 40, 40), (96, 54, 64, 64)] {
@@ -286,9 +288,9 @@ mod tests {
                 let (e, evalid) = emulate_preprocess(&frame, &input).unwrap();
                 assert_eq!(valid, evalid);
                 let yuv = matches!(fmt, PixelFormat::Nv12 | PixelFormat::I420);
-                // One 8-bit level after normalisation, for the smallest std of the card.
-                let level = 1.0 / 57.12f32 + 1e-5;
-                let tol = if yuv && cfg!(target_arch = "aarch64") { level } else { 0.0 };
+                // Four 8-bit levels after normalisation, for the smallest std of the card.
+                let levels = 4.0 / 57.12f32 + 1e-5;
+                let tol = if yuv && cfg!(target_arch = "aarch64") { levels } else { 0.0 };
                 let diff = t.data.iter().zip(&e).filter(|(a, b)| a != b).count();
                 let worst = t.data.iter().zip(&e).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                 assert!(

@@ -125,6 +125,22 @@ fn with_meta(mut buf: gst::Buffer, seg: Segmentation, frame_no: u64) -> gst::Buf
     buf
 }
 
+/// Flush the harness (flush-start, flush-stop, a new segment), each event accepted.
+fn flush(h: &mut gst_check::Harness) {
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+}
+
+/// Whether an EOS is among the events waiting at the harness' sink.
+fn pulled_eos(h: &mut gst_check::Harness) -> bool {
+    let mut saw_eos = false;
+    while let Some(ev) = h.try_pull_event() {
+        saw_eos |= ev.type_() == gst::EventType::Eos;
+    }
+    saw_eos
+}
+
 fn harness(element: &impl IsA<gst::Element>) -> gst_check::Harness {
     gst_check::Harness::with_element(element, Some("sink"), Some("src"))
 }

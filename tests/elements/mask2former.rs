@@ -216,9 +216,7 @@ fn mask2former_flush_resets_frame_count() {
     for n in 0..3 {
         h.push_and_pull(frame(&vi, n)).unwrap();
     }
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    flush(&mut h);
     let out = h.push_and_pull(frame(&vi, 10)).unwrap();
     assert_eq!(out.meta::<SegmentationMeta>().unwrap().info().frame, 0);
 }
@@ -231,11 +229,7 @@ fn mask2former_forwards_eos() {
     h.set_src_caps(vi.to_caps().unwrap());
     h.push_and_pull(frame(&vi, 0)).unwrap();
     assert!(h.push_event(gst::event::Eos::new()));
-    let mut saw_eos = false;
-    while let Some(ev) = h.try_pull_event() {
-        saw_eos |= ev.type_() == gst::EventType::Eos;
-    }
-    assert!(saw_eos);
+    assert!(pulled_eos(&mut h), "EOS forwarded");
 }
 
 #[test]
@@ -442,9 +436,7 @@ fn async_with_a_free_worker_gives_each_frame_its_own_result() {
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 5);
     // Flush resets the frame count in async mode too.
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    flush(&mut h);
     let out = h.push_and_pull(frame(&vi, 10)).unwrap();
     assert_eq!(out.meta::<SegmentationMeta>().unwrap().info().frame, 0);
 }

@@ -51,11 +51,7 @@ fn segmetaenc_writes_nothing_for_frames_without_meta_and_forwards_eos() {
     assert_eq!(h.push(frame(&vi, 0)), Ok(gst::FlowSuccess::Ok));
     assert!(h.try_pull().is_none(), "no record for a frame without meta");
     assert!(h.push_event(gst::event::Eos::new()));
-    let mut saw_eos = false;
-    while let Some(ev) = h.try_pull_event() {
-        saw_eos |= ev.type_() == gst::EventType::Eos;
-    }
-    assert!(saw_eos);
+    assert!(pulled_eos(&mut h), "EOS forwarded");
 }
 
 #[test]
@@ -66,8 +62,6 @@ fn segmetaenc_survives_flush() {
     let vi = info("RGB", W, H);
     h.set_src_caps(vi.to_caps().unwrap());
     h.push_and_pull(with_meta(frame(&vi, 0), halves(W, H), 0)).unwrap();
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    flush(&mut h);
     h.push_and_pull(with_meta(frame(&vi, 1), halves(W, H), 1)).unwrap();
 }

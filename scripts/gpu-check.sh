@@ -12,7 +12,9 @@
 #    runs after 20 warm-up runs);
 # 4. if Python with torch + transformers is there, times transformers'
 #    post_process_panoptic_segmentation on the same GPU for the ≥ 20× comparison;
-# 5. prints a short summary. Logs go to $OUT (or .gpu/out when OUT is unset).
+# 5. with the GStreamer bundle (.gpu/gst): lists nvcodec's elements and, when nvh264dec
+#    registered, runs samples/shapes.mp4 → nvh264dec → cudadownload → mask2former → fakesink;
+# 6. prints a short summary. Logs go to $OUT (or .gpu/out when OUT is unset).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 LOGS=${OUT:-$HERE/out}
@@ -56,6 +58,8 @@ fi
 
 # Libraries gpu-pack.sh copied (GLib / GStreamer when linked), after the system's.
 [ -d "$HERE/lib" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$HERE/lib"
+# gpu-pack.sh keeps the libraries that the GStreamer bundle also has only in gst/lib.
+[ -d "$HERE/gst/lib" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$HERE/gst/lib"
 
 status=0
 echo "== equivalence tests (tests/cuda.rs --ignored)"
@@ -78,6 +82,48 @@ for py in python3 /opt/*/bin/python3 /venv/bin/python3 /opt/venv/bin/python3; do
 done
 [ -z "$tf_ms" ] && echo "(no Python with torch + transformers + CUDA: skipped)"
 
+# The GStreamer bundle (.gpu/gst, scripts/gst-bundle.sh): nvcodec's elements, then
+#    sample.mp4 → nvh264dec → cudadownload → videoconvert → mask2former → fakesink.
+#    Bounded by GPU_CHECK_GST_TIMEOUT (default 180 s) for the pipeline, 60 s per inspection.
+echo "== GStreamer bundle: nvcodec + mask2former pipeline"
+GST_TIMEOUT=${GPU_CHECK_GST_TIMEOUT:-180}
+gst_summary=() g_rc=""
+if [ ! -x "$HERE/gst/env.sh" ]; then
+  gst_summary+=("gstreamer: skipped, no $HERE/gst/env.sh (scripts/gpu-pack.sh makes it)")
+else
+  timeout 60 "$HERE/gst/env.sh" gst-inspect-1.0 nvcodec > "$LOGS/gst-nvcodec.txt" 2>&1
+  n_rc=$?
+  sed 's/^/  /' "$LOGS/gst-nvcodec.txt" | grep -E 'features|^  +[a-z0-9]+: ' | head -n 40
+  n_feat=$(grep -oE '^ *[0-9]+ features' "$LOGS/gst-nvcodec.txt" | grep -oE '[0-9]+' || echo "?")
+  nv_elems=$(grep -oE '^ *nv[a-z0-9]+(dec|enc)[a-z0-9]*:' "$LOGS/gst-nvcodec.txt" | tr -d ' :' | tr '\n' ' ')
+  gst_summary+=("gstreamer nvcodec: rc=$n_rc, $n_feat features; decoders/encoders: ${nv_elems:-none}")
+  model=$HERE/samples/models/shapes-m2f.onnx video=$HERE/samples/shapes.mp4
+  if ! grep -qE '^ *nvh264dec:' "$LOGS/gst-nvcodec.txt"; then
+    # Why: the driver's libraries, and nvcodec's own log of its device probe.
+    libs=$(ldconfig -p 2>/dev/null | grep -oE 'lib(cuda|nvcuvid)\.so\.1' | sort -u | tr '\n' ' ')
+    timeout 60 env GST_DEBUG='nv*:5,cuda*:5' "$HERE/gst/env.sh" gst-inspect-1.0 nvcodec > "$LOGS/gst-nvcodec-debug.txt" 2>&1
+    why=$(grep -E 'WARN|ERROR|[Ff]ail|not' "$LOGS/gst-nvcodec-debug.txt" | sed -E 's/\x1b\[[0-9;]*m//g; s/^.*(WARN|ERROR|INFO|DEBUG|LOG) +//' | head -n 2 | tr '\n' ';')
+    gst_summary+=("gstreamer pipeline: not run, nvh264dec is not registered (driver libraries seen by ldconfig: ${libs:-neither libcuda.so.1 nor libnvcuvid.so.1}; nvcodec says: ${why:-nothing, see gst-nvcodec-debug.txt})")
+  elif [ ! -f "$model" ]; then
+    gst_summary+=("gstreamer pipeline: not run, no sample model in $HERE/samples/models (left out by gpu-pack.sh?)")
+  else
+    if [ ! -f "$video" ]; then   # not packed: make an H.264 test video with the bundle
+      video=$LOGS/test.mp4
+      timeout 120 "$HERE/gst/env.sh" gst-launch-1.0 -q videotestsrc num-buffers=180 pattern=ball \
+        ! video/x-raw,width=640,height=360,framerate=30/1 ! x264enc ! mp4mux ! filesink location="$video" > "$LOGS/gst-testvideo.log" 2>&1
+    fi
+    timeout "$GST_TIMEOUT" "$HERE/gst/env.sh" gst-launch-1.0 -m filesrc location="$video" ! qtdemux ! h264parse \
+      ! nvh264dec ! cudadownload ! videoconvert ! mask2former model="$model" ! fakesink > "$LOGS/gst-pipeline.log" 2>&1
+    g_rc=$?
+    frames=$(grep -oE 'segstream-summary, frames=\(guint64\)[0-9]+' "$LOGS/gst-pipeline.log" | grep -oE '[0-9]+$' | tail -n1)
+    took=$(grep -oE 'Execution ended after [0-9:.]+' "$LOGS/gst-pipeline.log" | awk '{print $4}' | sed -E 's/(\.[0-9]{3})[0-9]*/\1/')
+    last=$(grep -E 'ERROR|WARNING' "$LOGS/gst-pipeline.log" | head -n1)
+    gst_summary+=("gstreamer pipeline nvh264dec → cudadownload → mask2former: rc=$g_rc, ${frames:-?} frames in ${took:-?}${last:+; $last}")
+    [ "$g_rc" -ne 0 ] && status=1
+  fi
+fi
+printf '  %s\n' "${gst_summary[@]}"
+
 echo
 echo "== summary"
 grep -E '^test .* \.\.\. ' "$LOGS/tests.log" | sed 's/^/  /'
@@ -87,5 +133,6 @@ ours=$(grep -E '^panoptic .* cuda ' "$LOGS/bench.txt" | awk '{for (i=1;i<=NF;i++
 if [ -n "$tf_ms" ] && [ -n "$ours" ]; then
   python3 -c "o=$ours; t=$tf_ms; print(f'  transformers post_process_panoptic_segmentation: {t:.3f} ms; segstream panoptic: {o:.4f} ms; speed-up {t/o:.1f}x (target >= 20x)')"
 fi
-echo "  tests rc=$t_rc bench rc=$b_rc; logs in $LOGS"
+printf '  %s\n' "${gst_summary[@]}"
+echo "  tests rc=$t_rc bench rc=$b_rc${g_rc:+ gst pipeline rc=$g_rc}; logs in $LOGS"
 exit $status

@@ -26,6 +26,22 @@ pub fn fit_size(frame_h: usize, frame_w: usize, input_h: usize, input_w: usize) 
     (h, w)
 }
 
+/// A plane as yuvutils-rs needs it: a slice of whole rows (`stride × rows` bytes). It
+/// walks planes in chunks of whole strides and silently leaves a last row unconverted
+/// when the slice ends at that row's last pixel, as a mapped frame's plane may (a CUDA
+/// pitch of 512 for a 64-pixel row); such a plane is repacked into `store` (stride = row).
+fn whole_rows<'a>(plane: &'a [u8], stride: usize, row: usize, rows: usize, store: &'a mut Vec<u8>) -> (&'a [u8], usize) {
+    if plane.len() >= stride * rows {
+        return (&plane[..stride * rows], stride);
+    }
+    store.clear();
+    store.reserve(row * rows);
+    for r in 0..rows {
+        store.extend_from_slice(&plane[r * stride..][..row]);
+    }
+    (&store[..], row)
+}
+
 /// Converts any accepted frame into a tightly packed RGB buffer.
 pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
     let (w, h) = (frame.width, frame.height);
@@ -51,6 +67,8 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
             }
         }
         PixelFormat::Nv12 => {
+            let mut y_store = Vec::new();
+            let (y_plane, y_stride) = whole_rows(frame.planes[0], frame.strides[0], w, h, &mut y_store);
             // yuvutils-rs 0.8 accepts an interleaved chroma plane only when its rows are
             // exactly the chroma width (no row padding) and the slice holds nothing more, so
             // padded rows (GStreamer's 4-byte alignment when the width is not a multiple of
@@ -64,8 +82,8 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
                 &packed[..]
             };
             let img = YuvBiPlanarImage {
-                y_plane: frame.planes[0],
-                y_stride: frame.strides[0] as u32,
+                y_plane,
+                y_stride: y_stride as u32,
                 uv_plane,
                 uv_stride: uv_w as u32,
                 width: w as u32,
@@ -75,13 +93,19 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
                 .map_err(yuv_err)?;
         }
         PixelFormat::I420 => {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let mut stores = [Vec::new(), Vec::new(), Vec::new()];
+            let [ys, us, vs] = &mut stores;
+            let (y_plane, y_stride) = whole_rows(frame.planes[0], frame.strides[0], w, h, ys);
+            let (u_plane, u_stride) = whole_rows(frame.planes[1], frame.strides[1], cw, ch, us);
+            let (v_plane, v_stride) = whole_rows(frame.planes[2], frame.strides[2], cw, ch, vs);
             let img = YuvPlanarImage {
-                y_plane: frame.planes[0],
-                y_stride: frame.strides[0] as u32,
-                u_plane: frame.planes[1],
-                u_stride: frame.strides[1] as u32,
-                v_plane: frame.planes[2],
-                v_stride: frame.strides[2] as u32,
+                y_plane,
+                y_stride: y_stride as u32,
+                u_plane,
+                u_stride: u_stride as u32,
+                v_plane,
+                v_stride: v_stride as u32,
                 width: w as u32,
                 height: h as u32,
             };
@@ -201,5 +225,52 @@ impl Preprocessor {
             }
         });
         Ok((&self.tensor, (vh, vw)))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// yuvutils-rs walks a plane in chunks of whole strides and skips a last row whose
+    /// slice ends at the last pixel (as a mapped frame's plane may); `to_rgb` must convert
+    /// every row whatever the slice length. Found with the CUDA memory tests (pitch 512).
+    #[test]
+    fn yuv_planes_that_end_at_the_last_pixel_convert_every_row() {
+        let (w, h) = (64usize, 48usize);
+        let luma = |x: usize, y: usize| -> u8 { if x < 24 && y < 36 { 235 } else { 20 + (x + y) as u8 } };
+        let chroma = |x: usize, y: usize, c: usize| -> u8 { (40 + (x * 5 + y * 3 + c * 50) % 170) as u8 };
+        for format in [PixelFormat::Nv12, PixelFormat::I420] {
+            let mut outs = Vec::new();
+            for (stride, tight_end) in [(w, true), (512, false), (512, true), (96, true)] {
+                let planes: Vec<Vec<u8>> = (0..format.num_planes())
+                    .map(|p| {
+                        let (rows, row) = (format.plane_rows(p, h), format.min_stride(p, w));
+                        let st = if p == 0 || format == PixelFormat::Nv12 { stride } else { stride / 2 };
+                        let len = if tight_end { st * (rows - 1) + row } else { st * rows };
+                        let mut v = vec![0u8; len];
+                        for r in 0..rows {
+                            for x in 0..row {
+                                v[r * st + x] = match (format, p) {
+                                    (_, 0) => luma(x, r),
+                                    (PixelFormat::Nv12, _) => chroma(x / 2, r, x % 2),
+                                    _ => chroma(x, r, p - 1),
+                                };
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                let strides = if format == PixelFormat::Nv12 { [stride, stride, 0] } else { [stride, stride / 2, stride / 2] };
+                let empty: &[u8] = &[];
+                let f = Frame::new(format, w, h, [&planes[0], planes.get(1).map_or(empty, |v| v), planes.get(2).map_or(empty, |v| v)], strides);
+                let mut out = vec![7u8; w * h * 3];
+                to_rgb(&f.unwrap(), &mut out).unwrap();
+                outs.push(out);
+            }
+            for (i, o) in outs.iter().enumerate().skip(1) {
+                let diff = (0..o.len()).filter(|&k| o[k] != outs[0][k]).count();
+                assert_eq!(diff, 0, "{format:?} layout {i}: {diff} values differ from the packed frame");
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
 use crate::backend::select::{self, Attempt, BackendKind, Device};
 use crate::backend::tensorrt::{self, contract::card_path_for};
-use crate::backend::Backend;
+use crate::backend::{Backend, InputTensor, Logits};
 use crate::backend::batching::{self, BatchConfig};
 use crate::frame::Frame;
 use crate::model::ModelCard;
@@ -216,20 +216,36 @@ impl Segmenter {
         let t1 = Instant::now();
         let logits = self.backend.infer(input)?;
         let t2 = Instant::now();
-        let geom = Geometry {
+        let seg = self.postprocess(&logits, valid, (frame.width, frame.height), post)?;
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))
+    }
+
+    /// Run the backend on an input tensor preprocessed elsewhere (the GPU preprocess of
+    /// [`crate::cuda::memory`]); same contract as the CPU preprocess' output.
+    pub fn infer(&mut self, input: &InputTensor) -> Result<Logits> {
+        self.backend.infer(input)
+    }
+
+    /// Where the post-processing of a `frame` (width, height) whose resized image covers
+    /// `valid` (height, width) of the network input maps back to the frame.
+    pub fn geometry(&self, valid: (usize, usize), frame: (usize, usize), post: &PostSettings) -> Geometry {
+        Geometry {
             input_height: self.card.input.height as usize,
             input_width: self.card.input.width as usize,
             valid_height: valid.0,
             valid_width: valid.1,
-            frame_height: frame.height,
-            frame_width: frame.width,
+            frame_height: frame.1,
+            frame_width: frame.0,
             semantics: post.semantics,
-        };
-        let params = post.resolve(&self.card.defaults);
-        let seg = postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &params)?;
-        let t3 = Instant::now();
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        Ok((seg, Timings { preprocess_ms: ms(t0, t1), inference_ms: ms(t1, t2), postprocess_ms: ms(t2, t3) }))
+        }
+    }
+
+    /// The CPU post-processing of image 0 of `logits` for a `frame` (width, height).
+    pub fn postprocess(&self, logits: &Logits, valid: (usize, usize), frame: (usize, usize), post: &PostSettings) -> Result<Segmentation> {
+        let geom = self.geometry(valid, frame, post);
+        postprocess::run(&logits.image(0)?, &self.card.labels, &geom, &post.resolve(&self.card.defaults))
     }
 }
 

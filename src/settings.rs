@@ -119,6 +119,9 @@ pub struct Settings {
     pub device: Device,
     /// ONNX Runtime intra-op threads (0: the runtime's default).
     pub threads: u32,
+    /// CUDA device of the GPU stages and the shared CUDA context (-1: device 0, or a
+    /// neighbour's).
+    pub cuda_device_id: i32,
     pub post: PostSettings,
     /// Run the network on every Nth frame (≥ 1).
     pub interval: u32,
@@ -141,6 +144,7 @@ impl Default for Settings {
             backend: BackendKind::default(),
             device: Device::default(),
             threads: 0,
+            cuda_device_id: -1,
             post: PostSettings::default(),
             interval: DEFAULT_INTERVAL,
             post_messages: false,

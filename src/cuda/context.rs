@@ -156,6 +156,12 @@ impl CudaContext {
         &self.dev.ctx
     }
 
+    /// The device's primary `CUcontext`, as an address (to compare with the context of a
+    /// GStreamer CUDA memory).
+    pub fn cu_context_handle(&self) -> usize {
+        self.dev.ctx.cu_ctx() as usize
+    }
+
     pub fn stream(&self) -> &Arc<cu::CudaStream> {
         &self.stream
     }

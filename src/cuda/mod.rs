@@ -17,6 +17,9 @@
 //! Without the feature only the host-side tables ([`taps`], tested on every machine) and
 //! [`select`] exist; `device=cuda` then says the build lacks the feature.
 
+pub mod frame;
+pub mod memory;
+pub mod stages;
 pub mod taps;
 
 #[cfg(feature = "cuda")]

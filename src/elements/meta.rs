@@ -14,6 +14,9 @@
 //!   are dropped); instance results, whose areas and boxes cover hidden parts too, have
 //!   them scaled instead.
 //!
+//! A result the GPU stages made also carries its id map on the device
+//! ([`SegmentationMeta::device_ids`]), shared by copies and dropped by a resize.
+//!
 //! One buffer carries at most one `SegmentationMeta`: [`SegmentationMeta::replace`] removes
 //! an existing one first, and the copy transform does not add a second one.
 
@@ -28,6 +31,7 @@ use gst::meta::MetaAPIExt;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
+use crate::cuda::stages::DeviceIds;
 use crate::model::Label;
 use crate::schema::FrameInfo;
 use crate::segmentation::{Segment, Segmentation, Task};
@@ -67,6 +71,8 @@ struct Data {
     segmentation: Arc<Segmentation>,
     labels: Arc<[Label]>,
     info: SegmentationInfo,
+    /// The id map on the device, when the GPU stages made the result.
+    device: Option<Arc<dyn DeviceIds>>,
 }
 
 /// Segmentation result attached to a video buffer. Read it with
@@ -89,12 +95,25 @@ impl SegmentationMeta {
         labels: Arc<[Label]>,
         info: SegmentationInfo,
     ) -> Result<gst::MetaRefMut<'_, Self, gst::meta::Standalone>, glib::BoolError> {
+        Self::add_with_device(buffer, segmentation, labels, info, None)
+    }
+
+    /// [`SegmentationMeta::add`], with the id map kept on the device by the GPU stages
+    /// (for `segoverlay` to composite without a host round trip).
+    pub fn add_with_device(
+        buffer: &mut gst::BufferRef,
+        segmentation: Arc<Segmentation>,
+        labels: Arc<[Label]>,
+        info: SegmentationInfo,
+        device: Option<Arc<dyn DeviceIds>>,
+    ) -> Result<gst::MetaRefMut<'_, Self, gst::meta::Standalone>, glib::BoolError> {
         let meta_info = imp::meta_info()?;
         let mut params = mem::ManuallyDrop::new(imp::Params {
             data: Data {
                 segmentation,
                 labels,
                 info,
+                device,
             },
         });
         // SAFETY: `buffer` is writable (we hold `&mut BufferRef`), `meta_info` is our
@@ -123,12 +142,24 @@ impl SegmentationMeta {
         labels: Arc<[Label]>,
         info: SegmentationInfo,
     ) -> Result<gst::MetaRefMut<'_, Self, gst::meta::Standalone>, glib::BoolError> {
+        Self::replace_with_device(buffer, segmentation, labels, info, None)
+    }
+
+    /// [`SegmentationMeta::replace`] with a device id map (see
+    /// [`SegmentationMeta::add_with_device`]).
+    pub fn replace_with_device(
+        buffer: &mut gst::BufferRef,
+        segmentation: Arc<Segmentation>,
+        labels: Arc<[Label]>,
+        info: SegmentationInfo,
+        device: Option<Arc<dyn DeviceIds>>,
+    ) -> Result<gst::MetaRefMut<'_, Self, gst::meta::Standalone>, glib::BoolError> {
         while let Some(m) = buffer.meta_mut::<SegmentationMeta>() {
             if m.remove().is_err() {
                 break;
             }
         }
-        Self::add(buffer, segmentation, labels, info)
+        Self::add_with_device(buffer, segmentation, labels, info, device)
     }
 
     pub fn segmentation(&self) -> &Arc<Segmentation> {
@@ -142,6 +173,12 @@ impl SegmentationMeta {
 
     pub fn info(&self) -> &SegmentationInfo {
         &self.data().info
+    }
+
+    /// The id map on the device, when the GPU stages made this result (same size as
+    /// [`SegmentationMeta::segmentation`]; dropped when a scaler resizes the frame).
+    pub fn device_ids(&self) -> Option<&Arc<dyn DeviceIds>> {
+        self.data().device.as_ref()
     }
 
     fn data(&self) -> &Data {
@@ -398,7 +435,8 @@ mod imp {
                 let src_size = gst::ffi::gst_buffer_get_size(src);
                 let whole = copy.region == glib::ffi::GFALSE || (copy.offset == 0 && copy.size >= src_size);
                 if whole && dest.meta::<SegmentationMeta>().is_none() {
-                    SegmentationMeta::add(dest, payload.segmentation, payload.labels, payload.info).is_ok()
+                    SegmentationMeta::add_with_device(dest, payload.segmentation, payload.labels, payload.info, payload.device)
+                        .is_ok()
                 } else {
                     // A sub-region of a frame is not a frame; and never two results.
                     true
@@ -413,15 +451,15 @@ mod imp {
                     return false;
                 }
                 let (w, h) = (w as u32, h as u32);
-                let seg = if (payload.segmentation.width, payload.segmentation.height) == (w, h) {
-                    payload.segmentation
+                let (seg, device) = if (payload.segmentation.width, payload.segmentation.height) == (w, h) {
+                    (payload.segmentation, payload.device)
                 } else {
-                    Arc::new(scale_segmentation(&payload.segmentation, w, h))
+                    (Arc::new(scale_segmentation(&payload.segmentation, w, h)), None)
                 };
                 if dest.meta::<SegmentationMeta>().is_some() {
                     return true;
                 }
-                SegmentationMeta::add(dest, seg, payload.labels, payload.info).is_ok()
+                SegmentationMeta::add_with_device(dest, seg, payload.labels, payload.info, device).is_ok()
             } else {
                 // Transforms we do not know (e.g. a matrix transform): let the caller fall
                 // back to one we know.

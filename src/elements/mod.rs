@@ -98,8 +98,16 @@ pub(crate) fn video_filter_templates() -> Vec<gst::PadTemplate> {
         .to_vec()
 }
 
-/// Caps of the video filters: system-memory raw video in the formats the library reads.
+/// Caps of the video filters: CUDA memory first (offered at negotiation only where it can
+/// be used: libgstcuda and a driver, and for `mask2former` GPU stages), then system-memory
+/// raw video in the formats the library reads.
 fn video_caps() -> gst::Caps {
+    let mut caps = crate::cuda::memory::cuda_caps();
+    caps.make_mut().append(system_video_caps());
+    caps
+}
+
+fn system_video_caps() -> gst::Caps {
     gst_video::VideoCapsBuilder::new()
         .format_list([
             gst_video::VideoFormat::Rgb,

@@ -2,7 +2,7 @@
 //! [`super::properties`] (settings), [`super::inference`] (per-stream inference state),
 //! [`super::worker`] (async mode), [`super::stats`] (counters and messages).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -18,6 +18,9 @@ use super::inference::{self, Inference, Outcome, StreamInfo, Video};
 use super::stats::{self, Counters};
 use super::worker::{self, Worker};
 use super::properties;
+use crate::backend::select::Device;
+use crate::cuda::memory::{self as cuda_memory, ElementContext, GstCuda};
+use crate::cuda::stages::DeviceStages;
 use crate::frame::PixelFormat;
 use crate::model::Defaults;
 use crate::segmenter::{Segmenter, Timings};
@@ -45,6 +48,12 @@ struct State {
     own_backend: Option<Box<dyn crate::backend::Backend>>,
 }
 
+/// Whether CUDA memory caps are offered: decided in `start` (GPU stages opened and
+/// libgstcuda there), guessed before.
+const CUDA_UNKNOWN: u8 = 0;
+const CUDA_YES: u8 = 1;
+const CUDA_NO: u8 = 2;
+
 #[derive(Default)]
 pub struct Mask2Former {
     settings: Mutex<Settings>,
@@ -59,6 +68,14 @@ pub struct Mask2Former {
     /// The latency this element adds (ns), answered to LATENCY queries: the longest
     /// preprocess + inference + postprocess seen since start (0 before the first frame).
     latency_ns: AtomicU64,
+    /// The CUDA context shared with the neighbours (CUDA memory caps).
+    cuda: ElementContext,
+    /// GPU stages given with `set_device_stages` (tests: the driver double's host stages).
+    injected_stages: Mutex<Option<Arc<dyn DeviceStages>>>,
+    /// `CUDA_*`: whether CUDA memory caps are offered.
+    cuda_memory: AtomicU8,
+    /// Where pre/post-processing runs (the `processing` property).
+    processing: Mutex<String>,
 }
 
 impl Mask2Former {
@@ -70,6 +87,60 @@ impl Mask2Former {
 
     pub(super) fn take_segmenter(&self) -> Option<Segmenter> {
         lock(&self.injected).take()
+    }
+
+    pub(super) fn set_device_stages(&self, stages: Option<Arc<dyn DeviceStages>>) {
+        gst::debug!(CAT, imp = self, "device stages injected: {stages:?}");
+        *lock(&self.injected_stages) = stages;
+    }
+
+    /// The GPU stages for `settings`: the injected ones, else the CUDA kernels when
+    /// `device` is not `cpu` and CUDA works. `device=auto` stays on the CPU with one info
+    /// line saying why; `device=cuda` without CUDA is an error.
+    fn open_stages(&self, settings: &Settings) -> Result<Option<Arc<dyn DeviceStages>>, gst::ErrorMessage> {
+        let (stages, what) = match (lock(&self.injected_stages).clone(), settings.device) {
+            (Some(s), _) => {
+                let what = format!("{} stages (injected)", s.name());
+                (Some(s), what)
+            }
+            (None, Device::Cpu) => (None, "cpu".to_string()),
+            (None, device) => {
+                let ordinal = settings.cuda_device_id.max(0) as usize;
+                match open_gpu_stages(device, ordinal) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        *lock(&self.processing) = format!("none: {e}");
+                        return Err(gst::error_msg!(
+                            gst::ResourceError::Settings,
+                            ("device=cuda: the GPU stages cannot run: {e}")
+                        ));
+                    }
+                }
+            }
+        };
+        let memory = match (&stages, GstCuda::get()) {
+            (Some(_), Ok(_)) => "frames in CUDA memory stay on the device",
+            (Some(_), Err(_)) => "frames in system memory only (no libgstcuda / CUDA memory)",
+            (None, _) => "",
+        };
+        let line = if memory.is_empty() { what } else { format!("{what}; {memory}") };
+        gst::info!(CAT, imp = self, "processing: {line}");
+        *lock(&self.processing) = line;
+        Ok(stages)
+    }
+
+    /// Whether to offer CUDA memory caps: decided in `start`; before it, whether `start`
+    /// could say yes (libgstcuda loads and GPU stages could open).
+    fn cuda_memory_offered(&self) -> bool {
+        match self.cuda_memory.load(Ordering::SeqCst) {
+            CUDA_YES => true,
+            CUDA_NO => false,
+            _ => {
+                GstCuda::available()
+                    && (lock(&self.injected_stages).is_some()
+                        || (lock(&self.settings).device != Device::Cpu && cfg!(feature = "cuda") && crate::cuda::probe().is_ok()))
+            }
+        }
     }
 
     pub(super) fn set_settings(&self, settings: Settings) {
@@ -170,6 +241,7 @@ impl ObjectImpl for Mask2Former {
         match pspec.name() {
             "batch-stats" => stats::batch_stats(settings.batch_group.as_deref()).to_value(),
             "stats" => self.counters.structure("stats").to_value(),
+            "processing" => lock(&self.processing).to_value(),
             name => properties::get(&settings, lock(&self.card_defaults).as_ref(), name)
                 .unwrap_or_else(|| pspec.default_value().clone()),
         }
@@ -195,6 +267,12 @@ impl ElementImpl for Mask2Former {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(crate::elements::video_filter_templates);
         TEMPLATES.as_ref()
     }
+
+    fn set_context(&self, context: &gst::Context) {
+        let id = lock(&self.settings).cuda_device_id;
+        self.cuda.set_context(self.obj().upcast_ref(), context, id);
+        self.parent_set_context(context)
+    }
 }
 
 impl BaseTransformImpl for Mask2Former {
@@ -214,6 +292,17 @@ impl BaseTransformImpl for Mask2Former {
                 return Err(e);
             }
         };
+        let stages = match self.open_stages(&settings) {
+            Ok(s) => s,
+            Err(e) => {
+                if injected {
+                    *lock(&self.injected) = Some(segmenter);
+                }
+                return Err(e);
+            }
+        };
+        let offered = stages.is_some() && GstCuda::available();
+        self.cuda_memory.store(if offered { CUDA_YES } else { CUDA_NO }, Ordering::SeqCst);
         let card = segmenter.card();
         let stream = Arc::new(StreamInfo { labels: card.labels.clone().into(), model_name: card.name.clone() });
         gst::info!(
@@ -226,7 +315,7 @@ impl BaseTransformImpl for Mask2Former {
         );
         *lock(&self.card_defaults) = Some(card.defaults.clone());
         self.counters.reset();
-        let inference = Inference::new(segmenter);
+        let inference = Inference::new(segmenter, stages, self.counters.clone());
         let (inference, worker) = match settings.mode {
             Mode::Sync => (Some(inference), None),
             Mode::Async => (None, Some(Worker::start(&self.obj(), inference, self.counters.clone(), stream.clone())?)),
@@ -239,6 +328,7 @@ impl BaseTransformImpl for Mask2Former {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.running.store(false, Ordering::SeqCst);
+        self.cuda_memory.store(CUDA_UNKNOWN, Ordering::SeqCst);
         let state = lock(&self.state).take();
         if let Some(mut state) = state {
             if let Some(worker) = state.worker.take() {
@@ -268,13 +358,54 @@ impl BaseTransformImpl for Mask2Former {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
         let format = PixelFormat::from_name(info.format().to_str()).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
-        let mut state = lock(&self.state);
-        let Some(state) = state.as_mut() else {
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.as_mut() else {
             return Err(gst::loggable_error!(CAT, "caps set before the element started"));
         };
-        gst::debug!(CAT, imp = self, "negotiated {}x{} {:?}", info.width(), info.height(), format);
+        let cuda = cuda_memory::is_cuda_caps(incaps);
+        gst::debug!(CAT, imp = self, "negotiated {}x{} {:?}{}", info.width(), info.height(), format, if cuda { " in CUDA memory" } else { "" });
         // A last result of another size is not reused (`Inference::last_for`).
-        state.video = Some((info, format));
+        state.video = Some(Video { info, format, cuda });
+        drop(guard);
+        if cuda {
+            let id = lock(&self.settings).cuda_device_id;
+            let ctx = self.cuda.ensure(self.obj().upcast_ref(), id).map_err(|e| gst::loggable_error!(CAT, "CUDA memory negotiated, but: {e}"))?;
+            gst::info!(CAT, imp = self, "CUDA memory in context {ctx:?}");
+        }
+        Ok(())
+    }
+
+    /// The same caps on both sides; CUDA memory only when [`Self::cuda_memory_offered`].
+    fn transform_caps(
+        &self,
+        _direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        let caps = if self.cuda_memory_offered() { caps.clone() } else { cuda_memory::without_cuda(caps) };
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    /// Allocation is decided downstream (the query is forwarded); in async mode the frames
+    /// the worker holds are added to the pools' minimum so that upstream's pool does not
+    /// run dry.
+    fn propose_allocation(
+        &self,
+        decide_query: Option<&gst::query::Allocation>,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.parent_propose_allocation(decide_query, query)?;
+        if lock(&self.settings).mode == Mode::Async {
+            let held = worker::QUEUE as u32 + 1;
+            let pools: Vec<_> = query.allocation_pools().into_iter().collect();
+            for (i, (pool, size, min, max)) in pools.into_iter().enumerate() {
+                let max = if max == 0 { 0 } else { max.saturating_add(held) };
+                query.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min.saturating_add(held), max);
+            }
+        }
         Ok(())
     }
 
@@ -282,6 +413,12 @@ impl BaseTransformImpl for Mask2Former {
     /// (a frame leaves after its inference, in both modes). The maximum grows by the
     /// frames that may wait: one in sync mode, the async queue in async mode.
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if query.type_() == gst::QueryType::Context {
+            let id = lock(&self.settings).cuda_device_id;
+            if self.cuda.query(self.obj().upcast_ref(), query, id, self.cuda_memory_offered()) {
+                return true;
+            }
+        }
         if direction == gst::PadDirection::Src && query.type_() == gst::QueryType::Latency {
             if !self.obj().sink_pad().peer_query(query) {
                 return false;
@@ -361,16 +498,16 @@ impl BaseTransformImpl for Mask2Former {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("no inference state"));
             return Err(gst::FlowError::Error);
         };
-        let out = match (inference.last_for(video.0.width(), video.0.height()), due) {
-            (Some((seg, timings)), false) => {
+        let out = match (inference.last_for(video.info.width(), video.info.height()), due) {
+            (Some(done), false) => {
                 Counters::add(&self.counters.stale);
-                Outcome { seg, timings, frame_no, stale: true }
+                Outcome { done, frame_no, stale: true }
             }
             _ => match inference.segment(&settings, buf, &video, frame_no) {
-                Ok((seg, timings)) => {
+                Ok(done) => {
                     Counters::add(&self.counters.inferred);
-                    self.observe_latency(&timings);
-                    Outcome { seg, timings, frame_no, stale: false }
+                    self.observe_latency(&done.timings);
+                    Outcome { done, frame_no, stale: false }
                 }
                 Err(msg) => {
                     self.post_error_message(msg);
@@ -385,5 +522,25 @@ impl BaseTransformImpl for Mask2Former {
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// The CUDA stages for `device` (not `cpu`) on device `ordinal`: `Ok((None, why))` when
+/// `device=auto` stays on the CPU, an error when `device=cuda` cannot have them.
+fn open_gpu_stages(device: Device, ordinal: usize) -> crate::Result<(Option<Arc<dyn DeviceStages>>, String)> {
+    let opened = match crate::cuda::select(device, ordinal) {
+        Ok(crate::cuda::Processing::Cpu { fallback }) => {
+            return Ok((None, fallback.map_or_else(|| "cpu".to_string(), |f| format!("cpu ({f})"))));
+        }
+        #[cfg(feature = "cuda")]
+        Ok(crate::cuda::Processing::Cuda(ctx)) => {
+            let name = format!("cuda:{ordinal} ({})", ctx.info().name);
+            crate::cuda::stages::gpu::CudaStages::new(ctx).map(|s| (Some(Arc::new(s) as Arc<dyn DeviceStages>), name))
+        }
+        Err(e) => Err(e),
+    };
+    match opened {
+        Err(e) if device == Device::Auto => Ok((None, format!("cpu (GPU processing unavailable, using the CPU: {e})"))),
+        other => other,
     }
 }

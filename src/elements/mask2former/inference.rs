@@ -9,6 +9,9 @@ use gst_video::prelude::*;
 use gstreamer_video as gst_video;
 
 use super::imp::CAT;
+use super::stats::Counters;
+use crate::cuda::memory::{NotMapped, map_device};
+use crate::cuda::stages::{DeviceIds, DeviceStages};
 use crate::elements::meta::{SegmentationInfo, SegmentationMeta};
 use crate::frame::{Frame, PixelFormat};
 use crate::model::Label;
@@ -18,8 +21,24 @@ use crate::settings::Settings;
 use crate::tracking::Tracker;
 use crate::util::panic_message;
 
-/// The negotiated input: video info and the pixel format the library reads.
-pub(super) type Video = (gst_video::VideoInfo, PixelFormat);
+/// The negotiated input.
+#[derive(Debug, Clone)]
+pub(super) struct Video {
+    pub info: gst_video::VideoInfo,
+    /// The pixel format the library reads.
+    pub format: PixelFormat,
+    /// The caps are CUDA memory (`memory:CUDAMemory`).
+    pub cuda: bool,
+}
+
+/// A result: the segmentation, its timings, and its id map on the device when the GPU
+/// stages made it.
+#[derive(Debug, Clone)]
+pub(super) struct Computed {
+    pub seg: Arc<Segmentation>,
+    pub timings: Timings,
+    pub device: Option<Arc<dyn DeviceIds>>,
+}
 
 /// Open the model of `settings` (backend, device, threads), falling back as
 /// [`crate::backend::select`] documents. `note` receives each earlier attempt's failure and
@@ -56,14 +75,19 @@ pub(super) fn open(settings: &Settings, mut note: impl FnMut(&str, bool)) -> Res
 /// mode and on the worker thread in async mode.
 pub(super) struct Inference {
     pub segmenter: Segmenter,
+    /// The GPU stages, for frames in CUDA memory (`None`: everything on the CPU).
+    stages: Option<Arc<dyn DeviceStages>>,
+    counters: Arc<Counters>,
+    /// Why the last CUDA frame was read through system memory (logged when it changes).
+    copied_why: Option<NotMapped>,
     tracker: Option<Tracker>,
     /// Last computed result, reused for `interval` > 1 and `overload=drop`.
-    last: Option<(Arc<Segmentation>, Timings)>,
+    last: Option<Computed>,
 }
 
 impl Inference {
-    pub fn new(segmenter: Segmenter) -> Self {
-        Inference { segmenter, tracker: None, last: None }
+    pub fn new(segmenter: Segmenter, stages: Option<Arc<dyn DeviceStages>>, counters: Arc<Counters>) -> Self {
+        Inference { segmenter, stages, counters, copied_why: None, tracker: None, last: None }
     }
 
     /// Forget the last result and the tracks (flush).
@@ -75,15 +99,79 @@ impl Inference {
     }
 
     /// Segment `buf` with the post-processing of `settings`, track it if asked, and
-    /// remember it.
+    /// remember it. CUDA frames go to the GPU stages when they are in the stages' context,
+    /// else (and system-memory frames always) through a system-memory map to the CPU stages.
     pub fn segment(
         &mut self,
         settings: &Settings,
         buf: &gst::BufferRef,
         video: &Video,
         frame_no: u64,
-    ) -> Result<(Arc<Segmentation>, Timings), gst::ErrorMessage> {
-        let (info, format) = video;
+    ) -> Result<Computed, gst::ErrorMessage> {
+        let failed = |e: crate::Error| {
+            gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"))
+        };
+        let panicked = |p: Box<dyn std::any::Any + Send>| {
+            gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} panicked: {}", panic_message(&p)))
+        };
+        let mut on_device = None;
+        if video.cuda
+            && let Some(stages) = self.stages.clone()
+        {
+            match map_device(buf, &video.info, video.format, false, stages.cu_context()) {
+                Ok(Ok(mapping)) => {
+                    let segmenter = &mut self.segmenter;
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        stages.segment(segmenter, mapping.frame(), &settings.post)
+                    }));
+                    drop(mapping);
+                    let r = r.map_err(panicked)?.map_err(failed)?;
+                    Counters::add(&self.counters.cuda_frames);
+                    self.copied_why = None;
+                    on_device = Some(r);
+                }
+                Ok(Err(why)) => {
+                    if self.copied_why.as_ref() != Some(&why) {
+                        gst::warning!(CAT, "frame {frame_no}: {why}; the frame is read through system memory");
+                        self.copied_why = Some(why);
+                    }
+                    Counters::add(&self.counters.cuda_copied);
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        } else if video.cuda {
+            Counters::add(&self.counters.cuda_copied);
+        }
+        let (mut seg, timings, device) = match on_device {
+            Some(r) => (r.segmentation, r.timings, r.ids),
+            None => {
+                let (seg, timings) = self.segment_host(settings, buf, video, frame_no)?;
+                (seg, timings, None)
+            }
+        };
+        if settings.track {
+            let tracker = match &mut self.tracker {
+                Some(t) if *t.config() == settings.tracker => t,
+                slot => slot.insert(Tracker::new(settings.tracker)),
+            };
+            tracker.update(&mut seg);
+        } else {
+            self.tracker = None;
+        }
+        let done = Computed { seg: Arc::new(seg), timings, device };
+        self.last = Some(done.clone());
+        Ok(done)
+    }
+
+    /// The CPU stages on a system-memory map of `buf`.
+    fn segment_host(
+        &mut self,
+        settings: &Settings,
+        buf: &gst::BufferRef,
+        video: &Video,
+        frame_no: u64,
+    ) -> Result<(Segmentation, Timings), gst::ErrorMessage> {
+        let Video { info, format, .. } = video;
         let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
             gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"))
         })?;
@@ -100,35 +188,19 @@ impl Inference {
         let segmenter = &mut self.segmenter;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(&frame, &settings.post)));
         drop(vframe);
-        let (mut seg, timings) = match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                return Err(gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}")));
-            }
-            Err(p) => {
-                return Err(gst::error_msg!(
-                    gst::StreamError::Failed,
-                    ("segmentation of frame {frame_no} panicked: {}", panic_message(&p))
-                ));
-            }
-        };
-        if settings.track {
-            let tracker = match &mut self.tracker {
-                Some(t) if *t.config() == settings.tracker => t,
-                slot => slot.insert(Tracker::new(settings.tracker)),
-            };
-            tracker.update(&mut seg);
-        } else {
-            self.tracker = None;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"))),
+            Err(p) => Err(gst::error_msg!(
+                gst::StreamError::Failed,
+                ("segmentation of frame {frame_no} panicked: {}", panic_message(&p))
+            )),
         }
-        let seg = Arc::new(seg);
-        self.last = Some((seg.clone(), timings));
-        Ok((seg, timings))
     }
 
     /// The last result if it fits a `width`x`height` frame.
-    pub fn last_for(&self, width: u32, height: u32) -> Option<(Arc<Segmentation>, Timings)> {
-        self.last.clone().filter(|(s, _)| (s.width, s.height) == (width, height))
+    pub fn last_for(&self, width: u32, height: u32) -> Option<Computed> {
+        self.last.clone().filter(|c| (c.seg.width, c.seg.height) == (width, height))
     }
 }
 
@@ -140,8 +212,7 @@ pub(super) struct StreamInfo {
 
 /// One result, ready to attach to its frame.
 pub(super) struct Outcome {
-    pub seg: Arc<Segmentation>,
-    pub timings: Timings,
+    pub done: Computed,
     pub frame_no: u64,
     /// Computed for an earlier frame.
     pub stale: bool,
@@ -155,7 +226,7 @@ pub(super) fn attach(
     out: Outcome,
     post_messages: bool,
 ) -> Result<(), gst::ErrorMessage> {
-    let Outcome { seg, timings, frame_no, stale } = out;
+    let Outcome { done: Computed { seg, timings, device }, frame_no, stale } = out;
     let info = SegmentationInfo { frame: frame_no, model: stream.model_name.clone(), timings, stale };
     gst::trace!(
         CAT,
@@ -170,7 +241,7 @@ pub(super) fn attach(
     if post_messages {
         super::stats::post_frame_message(element, buf, &seg, &info);
     }
-    SegmentationMeta::replace(buf, seg, stream.labels.clone(), info)
+    SegmentationMeta::replace_with_device(buf, seg, stream.labels.clone(), info, device)
         .map(|_| ())
         .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("cannot attach SegmentationMeta: {e}")))
 }

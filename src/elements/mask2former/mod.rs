@@ -52,6 +52,14 @@ impl Mask2Former {
         self.imp().take_segmenter()
     }
 
+    /// Run frames in CUDA memory through `stages` instead of the CUDA kernels the `device`
+    /// setting would open (`None`: back to those). Rust-only, taken on the next start; the
+    /// test suite gives [`HostStages`](crate::cuda::stages::HostStages) here to test the
+    /// CUDA memory plumbing with a host double of the driver.
+    pub fn set_device_stages(&self, stages: Option<std::sync::Arc<dyn crate::cuda::stages::DeviceStages>>) {
+        self.imp().set_device_stages(stages);
+    }
+
     /// Set every property at once (what the properties write into). Like the properties,
     /// the model, backend, device, threads, mode and batching take effect on the next start.
     pub fn set_settings(&self, settings: Settings) {
@@ -66,7 +74,7 @@ impl Mask2Former {
 
 /// Name of the element message `mask2former` posts at end of stream (and that its `stats`
 /// property holds at any time): `frames`, `inferred`, `stale`, `dropped`, `skipped` (all
-/// `u64`). `stale`: frames that carried an earlier frame's result (`interval` > 1 or
+/// `u64`; also `cuda-frames` and `cuda-copied`). `stale`: frames that carried an earlier frame's result (`interval` > 1 or
 /// `overload=drop`); `dropped`: frames whose inference was dropped because the worker was
 /// busy (`overload=drop` or `skip`); `skipped`: frames passed on without a result
 /// (`overload=skip`).

@@ -156,7 +156,20 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
-                .blurb("Counters since start, as the `segstream-summary` message posted at end of stream: frames, inferred, stale (an earlier result reused), dropped (inference dropped, worker busy), skipped (passed on without a result)")
+                .blurb("Counters since start, as the `segstream-summary` message posted at end of stream: frames, inferred, stale (an earlier result reused), dropped (inference dropped, worker busy), skipped (passed on without a result), cuda-frames (CUDA frames processed on the device), cuda-copied (CUDA frames read through system memory: another CUDA context, or no GPU stages)")
+                .read_only()
+                .build(),
+            glib::ParamSpecInt::builder("cuda-device-id")
+                .nick("CUDA device id")
+                .blurb("CUDA device for the GPU stages and the CUDA context shared with neighbouring CUDA elements (nvh264dec, nvh264enc, cudaupload); -1 = device 0, or the device of a neighbour's context")
+                .minimum(-1)
+                .maximum(i32::MAX)
+                .default_value(d.cuda_device_id)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("processing")
+                .nick("Processing")
+                .blurb("Where pre/post-processing runs since start: cuda:N (the GPU stages; frames in CUDA memory stay on the device) or cpu, with the reason when device=auto stays on the CPU")
                 .read_only()
                 .build(),
         ]
@@ -180,6 +193,7 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) -> bool {
         "interval" => s.interval = value.get::<u32>().unwrap_or(DEFAULT_INTERVAL).max(1),
         "post-messages" => s.post_messages = value.get().unwrap_or(d.post_messages),
         "threads" => s.threads = value.get().unwrap_or(d.threads),
+        "cuda-device-id" => s.cuda_device_id = value.get().unwrap_or(d.cuda_device_id),
         "mode" => s.mode = value.get().unwrap_or(d.mode),
         "overload" => s.overload = value.get().unwrap_or(d.overload),
         "track" => s.track = value.get().unwrap_or(d.track),
@@ -211,6 +225,7 @@ pub(super) fn get(s: &Settings, card: Option<&Defaults>, name: &str) -> Option<g
         "interval" => s.interval.to_value(),
         "post-messages" => s.post_messages.to_value(),
         "threads" => s.threads.to_value(),
+        "cuda-device-id" => s.cuda_device_id.to_value(),
         "mode" => s.mode.to_value(),
         "overload" => s.overload.to_value(),
         "track" => s.track.to_value(),

@@ -18,11 +18,15 @@ pub(super) struct Counters {
     pub stale: AtomicU64,
     pub dropped: AtomicU64,
     pub skipped: AtomicU64,
+    /// CUDA frames the GPU stages read on the device.
+    pub cuda_frames: AtomicU64,
+    /// CUDA frames read through system memory (a copy: another context, or no GPU stages).
+    pub cuda_copied: AtomicU64,
 }
 
 impl Counters {
     pub fn reset(&self) {
-        for c in [&self.frames, &self.inferred, &self.stale, &self.dropped, &self.skipped] {
+        for c in [&self.frames, &self.inferred, &self.stale, &self.dropped, &self.skipped, &self.cuda_frames, &self.cuda_copied] {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -39,6 +43,8 @@ impl Counters {
             .field("stale", self.stale.load(Ordering::Relaxed))
             .field("dropped", self.dropped.load(Ordering::Relaxed))
             .field("skipped", self.skipped.load(Ordering::Relaxed))
+            .field("cuda-frames", self.cuda_frames.load(Ordering::Relaxed))
+            .field("cuda-copied", self.cuda_copied.load(Ordering::Relaxed))
             .build()
     }
 }

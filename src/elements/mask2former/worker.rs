@@ -129,7 +129,7 @@ impl Handle {
             return Err(e);
         }
         let owned = buf.copy();
-        let size = (video.0.width(), video.0.height());
+        let size = (video.info.width(), video.info.height());
         let pass = |buf, with_last| Job::Pass { buf, frame_no, post_messages: settings.post_messages, size, with_last };
         let job = if !due {
             pass(owned, true)
@@ -190,10 +190,10 @@ fn run(
                 *lock(&shared.busy) = false;
                 shared.idle.notify_all();
                 let Some(element) = weak.upgrade() else { continue };
-                let attached = result.and_then(|(seg, timings)| {
+                let attached = result.and_then(|done| {
                     Counters::add(&counters.inferred);
-                    element.imp().observe_latency(&timings);
-                    let out = Outcome { seg, timings, frame_no, stale: false };
+                    element.imp().observe_latency(&done.timings);
+                    let out = Outcome { done, frame_no, stale: false };
                     attach(&element, buf.make_mut(), &stream, out, settings.post_messages)
                 });
                 if let Err(msg) = attached {
@@ -206,9 +206,9 @@ fn run(
             Job::Pass { mut buf, frame_no, post_messages, size, with_last } => {
                 let Some(element) = weak.upgrade() else { continue };
                 match with_last.then(|| inference.last_for(size.0, size.1)).flatten() {
-                    Some((seg, timings)) => {
+                    Some(done) => {
                         Counters::add(&counters.stale);
-                        let out = Outcome { seg, timings, frame_no, stale: true };
+                        let out = Outcome { done, frame_no, stale: true };
                         if let Err(msg) = attach(&element, buf.make_mut(), &stream, out, post_messages) {
                             element.imp().post_error_message(msg);
                             fail(gst::FlowError::Error);

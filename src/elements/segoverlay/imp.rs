@@ -11,7 +11,11 @@ use gstreamer_base as gst_base;
 use gstreamer_video as gst_video;
 
 use super::ColorBySetting;
+use crate::cuda::memory::{self as cuda_memory, ElementContext, GstCuda};
+use crate::cuda::stages::DeviceIds;
 use crate::elements::meta::{SegmentationMeta, scale_segmentation};
+use crate::model::Label;
+use crate::segmentation::Segmentation;
 use crate::util::{lock, panic_message};
 use crate::frame::{FrameMut, PixelFormat};
 use crate::render::{self, OverlayOptions};
@@ -34,6 +38,7 @@ struct Settings {
     contours: bool,
     labels: bool,
     color_by: ColorBySetting,
+    cuda_device_id: i32,
 }
 
 impl Default for Settings {
@@ -43,6 +48,7 @@ impl Default for Settings {
             contours: DEFAULT_CONTOURS,
             labels: DEFAULT_LABELS,
             color_by: ColorBySetting::default(),
+            cuda_device_id: -1,
         }
     }
 }
@@ -62,12 +68,18 @@ impl Settings {
 struct State {
     info: gst_video::VideoInfo,
     format: PixelFormat,
+    /// The caps are CUDA memory.
+    cuda: bool,
 }
 
 #[derive(Default)]
 pub struct SegOverlay {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    /// The CUDA context shared with the neighbours (CUDA memory caps).
+    cuda: ElementContext,
+    /// Why the last CUDA frame was composited through system memory (logged on change).
+    copied_why: Mutex<Option<String>>,
 }
 
 #[glib::object_subclass]
@@ -106,6 +118,14 @@ impl ObjectImpl for SegOverlay {
                     .blurb("Colour segments by class or by instance")
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecInt::builder("cuda-device-id")
+                    .nick("CUDA device id")
+                    .blurb("CUDA device of the context shared with neighbouring CUDA elements when frames are in CUDA memory (composited on the device with the id map mask2former's GPU stages left there; through system memory otherwise, and for labels=true); -1 = device 0, or a neighbour's")
+                    .minimum(-1)
+                    .maximum(i32::MAX)
+                    .default_value(-1)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPS.as_ref()
@@ -118,6 +138,7 @@ impl ObjectImpl for SegOverlay {
             "contours" => s.contours = value.get().unwrap_or(DEFAULT_CONTOURS),
             "labels" => s.labels = value.get().unwrap_or(DEFAULT_LABELS),
             "color-by" => s.color_by = value.get().unwrap_or_default(),
+            "cuda-device-id" => s.cuda_device_id = value.get().unwrap_or(-1),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -129,6 +150,7 @@ impl ObjectImpl for SegOverlay {
             "contours" => s.contours.to_value(),
             "labels" => s.labels.to_value(),
             "color-by" => s.color_by.to_value(),
+            "cuda-device-id" => s.cuda_device_id.to_value(),
             _ => pspec.default_value().clone(),
         }
     }
@@ -153,6 +175,62 @@ impl ElementImpl for SegOverlay {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(crate::elements::video_filter_templates);
         TEMPLATES.as_ref()
     }
+
+    fn set_context(&self, context: &gst::Context) {
+        let id = lock(&self.settings).cuda_device_id;
+        self.cuda.set_context(self.obj().upcast_ref(), context, id);
+        self.parent_set_context(context)
+    }
+}
+
+impl SegOverlay {
+    /// Composite a CUDA frame on the device with the id map the GPU stages left there.
+    /// `Ok(false)`: not possible for this frame (no device map, another size or context,
+    /// labels asked), the caller composites through system memory.
+    #[allow(clippy::too_many_arguments)]
+    fn overlay_on_device(
+        &self,
+        buf: &mut gst::BufferRef,
+        info: &gst_video::VideoInfo,
+        format: PixelFormat,
+        seg: &Segmentation,
+        labels: &[Label],
+        opts: &OverlayOptions,
+        device: Option<&Arc<dyn DeviceIds>>,
+    ) -> crate::Result<bool> {
+        let why = match device {
+            None => Some("the result has no id map on the device".to_string()),
+            Some(d) if d.size() != (info.width(), info.height()) => Some(format!("the device id map is {:?}, the frame {}x{}", d.size(), info.width(), info.height())),
+            Some(d) if !d.draws(opts) => Some("labels=true is drawn by the CPU overlay".to_string()),
+            Some(_) => None,
+        };
+        let mapped = match (why, device) {
+            (None, Some(d)) => match cuda_memory::map_device(buf, info, format, true, d.cu_context())? {
+                Ok(m) => Ok((m, d)),
+                Err(why) => Err(why.to_string()),
+            },
+            (why, _) => Err(why.unwrap_or_default()),
+        };
+        match mapped {
+            Ok((mapping, d)) => {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| d.overlay(mapping.frame(), seg, labels, opts)));
+                drop(mapping);
+                *lock(&self.copied_why) = None;
+                match r {
+                    Ok(r) => r.map(|()| true),
+                    Err(p) => Err(crate::Error::Cuda(format!("device overlay panicked: {}", panic_message(&p)))),
+                }
+            }
+            Err(why) => {
+                let mut last = lock(&self.copied_why);
+                if last.as_deref() != Some(why.as_str()) {
+                    gst::info!(CAT, imp = self, "compositing through system memory: {why}");
+                    *last = Some(why);
+                }
+                Ok(false)
+            }
+        }
+    }
 }
 
 impl BaseTransformImpl for SegOverlay {
@@ -169,28 +247,63 @@ impl BaseTransformImpl for SegOverlay {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse video caps {incaps}"))?;
         let format = PixelFormat::from_name(info.format().to_str()).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        let cuda = cuda_memory::is_cuda_caps(incaps);
         gst::debug!(
             CAT,
             imp = self,
-            "negotiated {}x{} {:?}",
+            "negotiated {}x{} {:?}{}",
             info.width(),
             info.height(),
-            format
+            format,
+            if cuda { " in CUDA memory" } else { "" }
         );
-        *lock(&self.state) = Some(State { info, format });
+        *lock(&self.state) = Some(State { info, format, cuda });
+        if cuda {
+            let id = lock(&self.settings).cuda_device_id;
+            let ctx = self
+                .cuda
+                .ensure(self.obj().upcast_ref(), id)
+                .map_err(|e| gst::loggable_error!(CAT, "CUDA memory negotiated, but: {e}"))?;
+            gst::info!(CAT, imp = self, "CUDA memory in context {ctx:?}");
+        }
         Ok(())
     }
 
+    /// The same caps on both sides; CUDA memory when libgstcuda and a driver are there
+    /// (composited on the device, or through system memory, see `cuda-device-id`).
+    fn transform_caps(
+        &self,
+        _direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        let caps = if GstCuda::available() { caps.clone() } else { cuda_memory::without_cuda(caps) };
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if query.type_() == gst::QueryType::Context {
+            let id = lock(&self.settings).cuda_device_id;
+            if self.cuda.query(self.obj().upcast_ref(), query, id, GstCuda::available()) {
+                return true;
+            }
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some((seg, labels)) = buf
+        let Some((seg, labels, device)) = buf
             .meta::<SegmentationMeta>()
-            .map(|m| (m.segmentation().clone(), m.labels().clone()))
+            .map(|m| (m.segmentation().clone(), m.labels().clone(), m.device_ids().cloned()))
         else {
             gst::trace!(CAT, imp = self, "no SegmentationMeta: passing through");
             return Ok(gst::FlowSuccess::Ok);
         };
-        let (info, format) = match lock(&self.state).as_ref() {
-            Some(s) => (s.info.clone(), s.format),
+        let (info, format, cuda) = match lock(&self.state).as_ref() {
+            Some(s) => (s.info.clone(), s.format, s.cuda),
             None => {
                 gst::element_imp_error!(
                     self,
@@ -214,6 +327,17 @@ impl BaseTransformImpl for SegOverlay {
         } else {
             seg
         };
+
+        if cuda {
+            match self.overlay_on_device(buf, &info, format, &seg, &labels, &opts, device.as_ref()) {
+                Ok(true) => return Ok(gst::FlowSuccess::Ok),
+                Ok(false) => {}
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ("overlay failed: {e}"));
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
 
         let mut vframe = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info).map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map frame for writing"));

@@ -6,6 +6,18 @@
 //!     tee ─ queue ─ segmetaenc ─ filesink                                  (JSON Lines)
 //! ```
 //!
+//! With `--device cuda` or `auto` on a machine where the GPU path works ([`frame_path`]),
+//! frames stay in CUDA memory from the decoder to the encoder:
+//!
+//! ```text
+//! uridecodebin (nvh264dec first) ─ cudaupload ─ cudaconvert ─ mask2former ─ tee
+//!     tee ─ queue ─ segoverlay ─ nvh264enc ─ h264parse ─ mp4mux ─ filesink
+//!                              (or cudadownload ─ videoconvert ─ x264enc where there is no NVENC)
+//! ```
+//!
+//! `cudaupload` and `cudaconvert` pass CUDA frames through untouched; they upload and
+//! convert what a software decoder produces.
+//!
 //! Live sources (`rtsp://` and other network URIs, cameras) reconnect when they drop: an
 //! error or end-of-stream from the decoder, or no frame for `--timeout`, tears down just
 //! `uridecodebin` (the rest of the pipeline keeps running), posts a bus warning naming the
@@ -397,6 +409,53 @@ fn is_within(obj: &gst::Object, ancestor: &gst::Element) -> bool {
     false
 }
 
+/// How frames travel through a run's pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramePath {
+    /// System memory throughout.
+    Cpu,
+    /// CUDA memory from the decoder to the encoder; `nvenc`: `nvh264enc` is registered
+    /// (data-centre GPUs have no NVENC: then `cudadownload ! x264enc`).
+    Gpu { nvenc: bool },
+}
+
+/// The frame path for `device`, and why it is the CPU one when the device is not `cpu`:
+/// the GPU path needs a build with the `cuda` feature, libgstcuda (GStreamer ≥ 1.22), a
+/// CUDA driver with NVRTC, and nvcodec's `cudaupload` / `cudaconvert` / `cudadownload`
+/// (registered only where a device is).
+pub fn frame_path(device: crate::backend::select::Device) -> (FramePath, Option<String>) {
+    use crate::backend::select::Device;
+    if device == Device::Cpu {
+        return (FramePath::Cpu, None);
+    }
+    let have = |f: &str| gst::ElementFactory::find(f).is_some();
+    let why = if !cfg!(feature = "cuda") {
+        Some("this build has no `cuda` feature (cargo build --release --features cuda)".to_string())
+    } else if let Err(e) = crate::cuda::memory::GstCuda::get() {
+        Some(e.to_string())
+    } else if let Err(e) = crate::cuda::probe() {
+        Some(e.to_string())
+    } else {
+        ["cudaupload", "cudaconvert", "cudadownload"]
+            .into_iter()
+            .find(|f| !have(f))
+            .map(|f| format!("GStreamer's nvcodec element `{f}` is not registered (gstreamer1.0-plugins-bad with a usable NVIDIA device)"))
+    };
+    match why {
+        Some(why) => (FramePath::Cpu, Some(why)),
+        None => (FramePath::Gpu { nvenc: have("nvh264enc") }, None),
+    }
+}
+
+/// Prefer NVIDIA's decoders in `uridecodebin` (they output CUDA memory).
+fn prefer_nvdec() {
+    for name in ["nvh264dec", "nvh265dec", "nvvp9dec", "nvav1dec"] {
+        if let Some(f) = gst::Registry::get().lookup_feature(name) {
+            f.set_rank(gst::Rank::PRIMARY + 100);
+        }
+    }
+}
+
 fn make(factory: &str, name: Option<&str>) -> Result<gst::Element> {
     let mut b = gst::ElementFactory::make(factory);
     if let Some(n) = name {
@@ -406,14 +465,29 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element> {
         .map_err(|_| anyhow!("GStreamer element `{factory}` is missing (install the GStreamer plugins it belongs to)"))
 }
 
-/// Encoder chain for an overlay output, chosen by its extension.
-fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
+/// Encoder chain for an overlay output, chosen by its extension, for frames on `path`.
+fn encoder_chain(path: &Path, frames: FramePath) -> Result<Vec<gst::Element>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    Ok(match ext.as_str() {
+    let mux = |ext: &str| match ext {
+        "mkv" => make("matroskamux", None),
+        "mov" => make("qtmux", None),
+        _ => make("mp4mux", None),
+    };
+    let video = matches!(ext.as_str(), "mp4" | "m4v" | "mov" | "mkv");
+    if video && frames == (FramePath::Gpu { nvenc: true }) {
+        let enc = make("nvh264enc", None)?;
+        return Ok(vec![enc, make("h264parse", None)?, mux(&ext)?]);
+    }
+    let mut chain = match frames {
+        FramePath::Gpu { .. } => vec![make("cudadownload", None)?],
+        FramePath::Cpu => Vec::new(),
+    };
+    chain.push(make("videoconvert", None)?);
+    chain.extend(match ext.as_str() {
         "mp4" | "m4v" | "mov" | "mkv" => {
             let caps = make("capsfilter", None)?;
             caps.set_property(
@@ -422,12 +496,7 @@ fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
             );
             let enc = make("x264enc", None)?;
             enc.set_property_from_str("speed-preset", "veryfast");
-            let mux = match ext.as_str() {
-                "mkv" => make("matroskamux", None)?,
-                "mov" => make("qtmux", None)?,
-                _ => make("mp4mux", None)?,
-            };
-            vec![caps, enc, mux]
+            vec![caps, enc, mux(&ext)?]
         }
         "png" => {
             let enc = make("pngenc", None)?;
@@ -443,7 +512,8 @@ fn encoder_chain(path: &Path) -> Result<Vec<gst::Element>> {
             "unsupported output type .{other} for {} (use .mp4, .mkv, .mov, .png or .jpg)",
             path.display()
         ),
-    })
+    });
+    Ok(chain)
 }
 
 /// Build the pipeline for one source. `mask2former` takes `settings` (with
@@ -455,7 +525,19 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &Settings, segmenter:
     let uri = source.uri()?;
     let live = source.is_live();
 
-    let convert = make("videoconvert", Some("convert"))?;
+    let (frames, _) = frame_path(settings.device);
+    let gpu = matches!(frames, FramePath::Gpu { .. });
+    if gpu {
+        prefer_nvdec();
+    }
+    // What the decoder feeds: videoconvert, or on the GPU path cudaupload ! cudaconvert
+    // (both pass CUDA frames through; `convert` is the last of them).
+    let front: Vec<gst::Element> = if gpu {
+        vec![make("cudaupload", Some("upload"))?, make("cudaconvert", Some("convert"))?]
+    } else {
+        vec![make("videoconvert", Some("convert"))?]
+    };
+    let convert = front[front.len() - 1].clone();
     let head = if live {
         // Bounded latency: drop old frames instead of queueing without bound.
         let q = make("queue", Some("livequeue"))?;
@@ -465,7 +547,7 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &Settings, segmenter:
         q.set_property_from_str("leaky", "downstream");
         q
     } else {
-        convert.clone()
+        front[0].clone()
     };
     let m2f = make("mask2former", Some("mask2former"))?;
     let mask2former: Mask2Former = m2f
@@ -478,24 +560,23 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &Settings, segmenter:
     }
     let tee = make("tee", Some("tee"))?;
 
-    pipeline
-        .add_many([&convert, &m2f, &tee])
-        .context("cannot assemble the pipeline")?;
+    pipeline.add_many(front.iter()).context("cannot assemble the pipeline")?;
+    pipeline.add_many([&m2f, &tee]).context("cannot assemble the pipeline")?;
     if live {
         pipeline.add(&head)?;
-        head.link(&convert)?;
+        head.link(&front[0])?;
     }
-    gst::Element::link_many([&convert, &m2f, &tee]).context("cannot link videoconvert ! mask2former ! tee")?;
+    gst::Element::link_many(front.iter()).context("cannot link the converter")?;
+    gst::Element::link_many([&convert, &m2f, &tee]).context("cannot link the converter ! mask2former ! tee")?;
 
     if let Some(video) = &outputs.video {
         let q = make("queue", None)?;
         let overlay = make("segoverlay", Some("segoverlay"))?;
-        let conv = make("videoconvert", None)?;
         let sink = make("filesink", Some("videosink"))?;
         sink.set_property("location", partial_path(video).to_string_lossy().as_ref());
         sink.set_property("async", false);
-        let mut chain = vec![q, overlay, conv];
-        chain.extend(encoder_chain(video)?);
+        let mut chain = vec![q, overlay];
+        chain.extend(encoder_chain(video, frames)?);
         chain.push(sink);
         pipeline.add_many(chain.iter())?;
         gst::Element::link_many(chain.iter())

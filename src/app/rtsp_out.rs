@@ -146,8 +146,15 @@ pub fn serve(pipeline: &gst::Pipeline, tee: &gst::Element, out: &RtspOut) -> Res
             })
             .build(),
     );
-    pipeline.add_many([&queue, &overlay, &convert, sink.upcast_ref()])?;
-    gst::Element::link_many([&queue, &overlay, &convert, sink.upcast_ref()]).context("cannot link the RTSP branch")?;
+    // On the GPU frame path (the run pipeline has `cudaupload`), frames come down to
+    // system memory after the overlay.
+    let mut chain = vec![queue.clone(), overlay];
+    if pipeline.by_name("upload").is_some() {
+        chain.push(make("cudadownload")?);
+    }
+    chain.extend([convert, sink.upcast()]);
+    pipeline.add_many(chain.iter())?;
+    gst::Element::link_many(chain.iter()).context("cannot link the RTSP branch")?;
     tee.link(&queue).context("cannot link the RTSP branch to the tee")?;
 
     let server = rtsp::RTSPServer::new();

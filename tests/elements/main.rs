@@ -22,6 +22,7 @@ use segstream::segmenter::{Segmenter, Timings};
 
 #[path = "../common/mod.rs"]
 mod common;
+mod cuda;
 mod mask2former;
 mod meta;
 mod segmetaenc;

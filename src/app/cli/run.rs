@@ -338,6 +338,13 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             eprintln!("segstream: warning: using {}: {note}", first.backend_name());
         }
     }
+    // Where the frames travel: said in one line when CUDA was asked for and they stay in
+    // system memory.
+    if args.device == Device::Cuda
+        && let (pipeline::FramePath::Cpu, Some(why)) = pipeline::frame_path(args.device)
+    {
+        eprintln!("segstream: note: frames stay in system memory (the network still runs on CUDA): {why}");
+    }
     let labels = first.card().labels.clone();
     let mut segmenter = Some(first);
 

@@ -63,6 +63,8 @@ test-rust:
 	# The TensorRT feature's Rust side (TensorRT itself is not installable here: the C++ shim
 	# is skipped, nothing is linked; scripts/check-trt-shim.sh checks the shim's C++).
 	SEGSTREAM_TRT_SKIP_SHIM=1 $(CARGO) check --workspace --features tensorrt
+	# The GPU stages' Rust side (cudarc loads the driver at run time: no toolkit needed).
+	$(CARGO) check --workspace --features cuda
 
 test-python:
 	$(PYTHON) -m pytest -q tests/python

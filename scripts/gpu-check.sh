@@ -13,7 +13,7 @@
 # 4. if Python with torch + transformers is there, times transformers'
 #    post_process_panoptic_segmentation on the same GPU for the ≥ 20× comparison;
 # 5. with the GStreamer bundle (.gpu/gst): lists nvcodec's elements and, when nvh264dec
-#    registered, runs samples/shapes.mp4 → nvh264dec → cudadownload → mask2former → fakesink;
+#    registered, runs samples/shapes.mp4 → nvh264dec → mask2former → segoverlay on CUDA memory;
 # 6. prints a short summary. Logs go to $OUT (or .gpu/out when OUT is unset).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -83,7 +83,8 @@ done
 [ -z "$tf_ms" ] && echo "(no Python with torch + transformers + CUDA: skipped)"
 
 # The GStreamer bundle (.gpu/gst, scripts/gst-bundle.sh): nvcodec's elements, then
-#    sample.mp4 → nvh264dec → cudadownload → videoconvert → mask2former → fakesink.
+#    sample.mp4 → nvh264dec → mask2former → segoverlay (CUDA memory) → cudadownload → fakesink,
+#    with mask2former's cuda-frames / cuda-copied counts.
 #    Bounded by GPU_CHECK_GST_TIMEOUT (default 180 s) for the pipeline, 60 s per inspection.
 echo "== GStreamer bundle: nvcodec + mask2former pipeline"
 GST_TIMEOUT=${GPU_CHECK_GST_TIMEOUT:-180}
@@ -113,12 +114,14 @@ else
         ! video/x-raw,width=640,height=360,framerate=30/1 ! x264enc ! mp4mux ! filesink location="$video" > "$LOGS/gst-testvideo.log" 2>&1
     fi
     timeout "$GST_TIMEOUT" "$HERE/gst/env.sh" gst-launch-1.0 -m filesrc location="$video" ! qtdemux ! h264parse \
-      ! nvh264dec ! cudadownload ! videoconvert ! mask2former model="$model" ! fakesink > "$LOGS/gst-pipeline.log" 2>&1
+      ! nvh264dec ! mask2former model="$model" ! segoverlay ! cudadownload ! videoconvert ! fakesink > "$LOGS/gst-pipeline.log" 2>&1
     g_rc=$?
     frames=$(grep -oE 'segstream-summary, frames=\(guint64\)[0-9]+' "$LOGS/gst-pipeline.log" | grep -oE '[0-9]+$' | tail -n1)
+    on_dev=$(grep -oE 'cuda-frames=\(guint64\)[0-9]+' "$LOGS/gst-pipeline.log" | grep -oE '[0-9]+$' | tail -n1)
+    copied=$(grep -oE 'cuda-copied=\(guint64\)[0-9]+' "$LOGS/gst-pipeline.log" | grep -oE '[0-9]+$' | tail -n1)
     took=$(grep -oE 'Execution ended after [0-9:.]+' "$LOGS/gst-pipeline.log" | awk '{print $4}' | sed -E 's/(\.[0-9]{3})[0-9]*/\1/')
     last=$(grep -E 'ERROR|WARNING' "$LOGS/gst-pipeline.log" | head -n1)
-    gst_summary+=("gstreamer pipeline nvh264dec → cudadownload → mask2former: rc=$g_rc, ${frames:-?} frames in ${took:-?}${last:+; $last}")
+    gst_summary+=("gstreamer pipeline nvh264dec → mask2former → segoverlay (CUDA memory): rc=$g_rc, ${frames:-?} frames in ${took:-?}, on the device ${on_dev:-?}, copied ${copied:-?}${last:+; $last}")
     [ "$g_rc" -ne 0 ] && status=1
   fi
 fi

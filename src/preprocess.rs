@@ -26,6 +26,54 @@ pub fn fit_size(frame_h: usize, frame_w: usize, input_h: usize, input_w: usize) 
     (h, w)
 }
 
+/// yuvutils-rs `INVERSE_BT601_LIMITED_8_PREC13`: y, cr, cb, g1 (cr), g2 (cb).
+pub const YUV_BT601_LIMITED: [i32; 5] = [9539, 13075, 16525, 6660, 3209];
+
+/// `_mm256_mulhrs_epi16` / `_mm_mulhrs_epi16`: `(a·b) >> 14`, `+ 1`, `>> 1`.
+#[inline]
+fn mulhrs(a: i32, b: i32) -> i32 {
+    (((a * b) >> 14) + 1) >> 1
+}
+
+/// One pixel of yuvutils-rs' SIMD NV12/I420 → RGB rows on x86 (SSE4.1 / AVX2; the tail
+/// of a row goes through the same SIMD code on a padded copy): 8-bit samples widened to 10
+/// bits by byte duplication and `>> 6`, luma bias subtracted with unsigned saturation,
+/// 13-bit coefficients applied with rounding high multiplies, packed with unsigned
+/// saturation. The CUDA preprocess kernel and [`to_rgb`] on other architectures compute
+/// exactly this, so every machine gives x86's bytes.
+#[inline]
+pub fn yuv_to_rgb(y: i32, u: i32, v: i32) -> [u8; 3] {
+    let [yc, crc, cbc, g1, g2] = YUV_BT601_LIMITED;
+    let y10 = ((y - 16).max(0) * 257) >> 6;
+    let (u10, v10) = (((u * 257) >> 6) - 514, ((v * 257) >> 6) - 514);
+    let yh = mulhrs(y10, yc);
+    let r = yh + mulhrs(v10, crc);
+    let b = yh + mulhrs(u10, cbc);
+    let g = yh - (mulhrs(v10, g1) + mulhrs(u10, g2));
+    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+}
+
+/// NV12 / I420 → packed RGB with [`yuv_to_rgb`], rows in parallel. Used where yuvutils-rs'
+/// SIMD rows round differently from its x86 ones (aarch64's NEON rows differ by up to two
+/// levels: docs/BENCHMARKS.md, "aarch64 under emulation").
+pub fn yuv_to_rgb_portable(frame: &Frame<'_>, out: &mut [u8]) {
+    let (w, p, s) = (frame.width, &frame.planes, &frame.strides);
+    let nv12 = frame.format == PixelFormat::Nv12;
+    out.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
+        let luma = &p[0][y * s[0]..][..w];
+        let c = y / 2;
+        for (x, (px, &l)) in row.chunks_exact_mut(3).zip(luma).enumerate() {
+            let (u, v) = if nv12 {
+                let uv = &p[1][c * s[1] + 2 * (x / 2)..];
+                (uv[0], uv[1])
+            } else {
+                (p[1][c * s[1] + x / 2], p[2][c * s[2] + x / 2])
+            };
+            px.copy_from_slice(&yuv_to_rgb(l as i32, u as i32, v as i32));
+        }
+    });
+}
+
 /// A plane as yuvutils-rs needs it: a slice of whole rows (`stride × rows` bytes). It
 /// walks planes in chunks of whole strides and silently leaves a last row unconverted
 /// when the slice ends at that row's last pixel, as a mapped frame's plane may (a CUDA
@@ -66,6 +114,7 @@ pub fn to_rgb(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<()> {
                 }
             }
         }
+        PixelFormat::Nv12 | PixelFormat::I420 if !cfg!(target_arch = "x86_64") => yuv_to_rgb_portable(frame, out),
         PixelFormat::Nv12 => {
             let mut y_store = Vec::new();
             let (y_plane, y_stride) = whole_rows(frame.planes[0], frame.strides[0], w, h, &mut y_store);
@@ -230,6 +279,42 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The portable conversion (used off x86) gives yuvutils-rs' x86 bytes exactly.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn portable_yuv_conversion_equals_yuvutils_on_x86() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        };
+        for (w, h) in [(64usize, 48usize), (50, 30), (2, 2), (96, 54), (1920, 8), (38, 22)] {
+            for format in [PixelFormat::Nv12, PixelFormat::I420] {
+                let planes: Vec<Vec<u8>> =
+                    (0..format.num_planes()).map(|p| noise(format.min_stride(p, w) * format.plane_rows(p, h))).collect();
+                let empty: &[u8] = &[];
+                let mut strides = [0usize; 3];
+                for (p, st) in strides.iter_mut().enumerate().take(format.num_planes()) {
+                    *st = format.min_stride(p, w);
+                }
+                let f = Frame::new(format, w, h, [&planes[0], planes.get(1).map_or(empty, |v| v), planes.get(2).map_or(empty, |v| v)], strides)
+                    .unwrap();
+                let mut simd = Vec::new();
+                to_rgb(&f, &mut simd).unwrap();
+                let mut portable = vec![0u8; w * h * 3];
+                yuv_to_rgb_portable(&f, &mut portable);
+                let diff = simd.iter().zip(&portable).filter(|(a, b)| a != b).count();
+                assert_eq!(diff, 0, "{format:?} {w}x{h}: {diff} of {} bytes differ", simd.len());
+            }
+        }
+    }
 
     /// yuvutils-rs walks a plane in chunks of whole strides and skips a last row whose
     /// slice ends at the last pixel (as a mapped frame's plane may); `to_rgb` must convert

@@ -89,6 +89,19 @@ unsafe extern "C" fn static_plugin_init(plugin: *mut gst::ffi::GstPlugin) -> gli
     }
 }
 
+/// After CUDA memory caps were negotiated: the element's CUDA context (found or made, see
+/// [`crate::cuda::memory::ElementContext::ensure`]), logged in `cat`.
+pub(crate) fn ensure_cuda_context(
+    element: &gst::Element,
+    ctx: &crate::cuda::memory::ElementContext,
+    device_id: i32,
+    cat: gst::DebugCategory,
+) -> Result<(), gst::LoggableError> {
+    let c = ctx.ensure(element, device_id).map_err(|e| gst::loggable_error!(cat, "CUDA memory negotiated, but: {e}"))?;
+    gst::info!(cat, obj = element, "CUDA memory in context {c:?}");
+    Ok(())
+}
+
 /// Pad templates of the in-place video filters (`mask2former`, `segoverlay`): the same
 /// caps on `src` and `sink`.
 pub(crate) fn video_filter_templates() -> Vec<gst::PadTemplate> {

@@ -54,3 +54,13 @@ pub fn without_cuda(caps: &gst::Caps) -> gst::Caps {
     }
     out
 }
+
+/// `transform_caps` of an in-place filter that may take CUDA memory: the same caps on both
+/// sides, without the CUDA memory structures unless `cuda`, intersected with `filter`.
+pub fn same_caps(caps: &gst::Caps, filter: Option<&gst::Caps>, cuda: bool) -> gst::Caps {
+    let caps = if cuda { caps.clone() } else { without_cuda(caps) };
+    match filter {
+        Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+        None => caps,
+    }
+}

@@ -369,8 +369,7 @@ impl BaseTransformImpl for Mask2Former {
         drop(guard);
         if cuda {
             let id = lock(&self.settings).cuda_device_id;
-            let ctx = self.cuda.ensure(self.obj().upcast_ref(), id).map_err(|e| gst::loggable_error!(CAT, "CUDA memory negotiated, but: {e}"))?;
-            gst::info!(CAT, imp = self, "CUDA memory in context {ctx:?}");
+            crate::elements::ensure_cuda_context(self.obj().upcast_ref(), &self.cuda, id, *CAT)?;
         }
         Ok(())
     }
@@ -382,11 +381,7 @@ impl BaseTransformImpl for Mask2Former {
         caps: &gst::Caps,
         filter: Option<&gst::Caps>,
     ) -> Option<gst::Caps> {
-        let caps = if self.cuda_memory_offered() { caps.clone() } else { cuda_memory::without_cuda(caps) };
-        Some(match filter {
-            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-            None => caps,
-        })
+        Some(cuda_memory::same_caps(caps, filter, self.cuda_memory_offered()))
     }
 
     /// Allocation is decided downstream (the query is forwarded); in async mode the frames

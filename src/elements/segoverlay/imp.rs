@@ -260,11 +260,7 @@ impl BaseTransformImpl for SegOverlay {
         *lock(&self.state) = Some(State { info, format, cuda });
         if cuda {
             let id = lock(&self.settings).cuda_device_id;
-            let ctx = self
-                .cuda
-                .ensure(self.obj().upcast_ref(), id)
-                .map_err(|e| gst::loggable_error!(CAT, "CUDA memory negotiated, but: {e}"))?;
-            gst::info!(CAT, imp = self, "CUDA memory in context {ctx:?}");
+            crate::elements::ensure_cuda_context(self.obj().upcast_ref(), &self.cuda, id, *CAT)?;
         }
         Ok(())
     }
@@ -277,11 +273,7 @@ impl BaseTransformImpl for SegOverlay {
         caps: &gst::Caps,
         filter: Option<&gst::Caps>,
     ) -> Option<gst::Caps> {
-        let caps = if GstCuda::available() { caps.clone() } else { cuda_memory::without_cuda(caps) };
-        Some(match filter {
-            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-            None => caps,
-        })
+        Some(cuda_memory::same_caps(caps, filter, GstCuda::available()))
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {

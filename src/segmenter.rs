@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
 use crate::backend::select::{self, Attempt, BackendKind, Device};
 use crate::backend::tensorrt::{self, contract::card_path_for};
-use crate::backend::{Backend, InputTensor, Logits};
+use crate::backend::{Backend, DeviceIo, InputTensor, Logits};
 use crate::backend::batching::{self, BatchConfig};
 use crate::frame::Frame;
 use crate::model::ModelCard;
@@ -226,6 +226,21 @@ impl Segmenter {
     /// [`crate::cuda::memory`]); same contract as the CPU preprocess' output.
     pub fn infer(&mut self, input: &InputTensor) -> Result<Logits> {
         self.backend.infer(input)
+    }
+
+    /// Run the backend on an input tensor in device memory, the logits written to device
+    /// memory ([`Backend::infer_device`]): `None` when the backend has no device path (the
+    /// caller then copies the input to the host for [`Segmenter::infer`]). Finished when it
+    /// returns.
+    ///
+    /// # Safety
+    /// As [`Backend::infer_device`]: the addresses and the stream of `io` are valid
+    /// device memory / a live stream of the primary context of `io.device`, current on the
+    /// calling thread, sized for one f32 image of [`Segmenter::backend_dims`], 256-byte
+    /// aligned, and alive and otherwise unused until the call returns.
+    pub unsafe fn infer_device(&mut self, io: &DeviceIo) -> Option<Result<()>> {
+        // SAFETY: the caller's guarantees are the backend's.
+        unsafe { self.backend.infer_device(io) }
     }
 
     /// Where the post-processing of a `frame` (width, height) whose resized image covers

@@ -105,6 +105,31 @@ mod tests {
         assert_eq!(v.mask(0)[0], 2.0);
     }
 
+    /// A backend that only implements the required methods.
+    struct Plain;
+    impl Backend for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+        fn input_size(&self) -> (usize, usize) {
+            (32, 32)
+        }
+        fn output_dims(&self) -> (usize, usize) {
+            (2, 3)
+        }
+        fn infer(&mut self, _: &InputTensor) -> Result<Logits> {
+            Ok(logits(1, 6, 8))
+        }
+    }
+
+    #[test]
+    fn default_device_path_is_not_supported() {
+        let mut b: Box<dyn Backend> = Box::new(Plain);
+        let io = DeviceIo { device: 0, input: 0, class_logits: 0, mask_logits: 0, stream: std::ptr::null_mut() };
+        // SAFETY: the default implementation touches none of the addresses.
+        assert!(unsafe { b.infer_device(&io) }.is_none());
+    }
+
     #[test]
     fn image_out_of_batch_or_short_buffers_is_a_typed_error() {
         for (l, n, what) in [
@@ -168,6 +193,22 @@ impl<'a> ImageLogits<'a> {
     }
 }
 
+/// Device addresses for one image ([`Backend::infer_device`]): the input `pixel_values`
+/// f32 `[1, 3, H, W]` and the outputs `class_queries_logits` f32 `[1, Q, K+1]` and
+/// `masks_queries_logits` f32 `[1, Q, H/4, W/4]` (dimensions: [`Backend::input_size`] and
+/// [`Backend::output_dims`]), all allocated in the primary CUDA context of device
+/// `device`, which is current on the calling thread, and the CUDA stream (`CUstream` /
+/// `cudaStream_t`, null = the legacy default stream) to enqueue on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// CUDA device ordinal the addresses and the stream belong to.
+    pub device: usize,
+    pub input: u64,
+    pub class_logits: u64,
+    pub mask_logits: u64,
+    pub stream: *mut std::ffi::c_void,
+}
+
 /// What every backend does: run the network on a preprocessed batch.
 pub trait Backend: Send {
     /// Human-readable name (e.g. `onnxruntime-cpu`).
@@ -183,5 +224,27 @@ pub trait Backend: Send {
     /// image by image. ONNX Runtime overrides it for models with a dynamic batch dimension.
     fn max_batch(&self) -> usize {
         1
+    }
+    /// Run the network on one image in device memory, the outputs written to device
+    /// memory: no host copy. `None` when this backend (or this model on it: another
+    /// device, a batch that cannot be 1, I/O that is not f32) has no device path; the
+    /// caller then uses [`Backend::infer`]. `Some(Err(_))`: the device path failed.
+    ///
+    /// The work is finished when the call returns (the backend synchronises `io.stream`),
+    /// so the outputs can be read and the buffers reused or freed right after. The
+    /// default: `None`.
+    ///
+    /// # Safety
+    /// `io.input`, `io.class_logits` and `io.mask_logits` must be device memory of the
+    /// primary context of device `io.device`, which is current on the calling thread,
+    /// holding at least the bytes of their tensors as described on [`DeviceIo`] (f32,
+    /// batch 1), each address 256-byte aligned (`cuMemAlloc` gives such addresses); the
+    /// input must not be written, nor the outputs read or written, by other work until
+    /// the call returns. `io.stream` must be null or a live stream of that context; the
+    /// input's producer must be ordered before the call on it (enqueued on the same
+    /// stream, or synchronised). All of them must stay valid until the call returns.
+    unsafe fn infer_device(&mut self, io: &DeviceIo) -> Option<Result<()>> {
+        let _ = io;
+        None
     }
 }

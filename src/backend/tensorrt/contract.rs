@@ -175,6 +175,42 @@ pub fn check_io(tensors: &[IoTensor]) -> Result<EngineIo> {
     })
 }
 
+/// The bindings of the device path ([`crate::backend::Backend::infer_device`]) for one
+/// image: the input shape to set, and each I/O tensor's name with its size in bytes, in
+/// the order input, class logits, mask logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIoPlan {
+    pub input_dims: [i64; 4],
+    pub tensors: [(&'static str, usize); 3],
+}
+
+/// The device path's bindings for an engine whose I/O tensors are `tensors` (checked into
+/// `io` by [`check_io`]) and whose batch range is `min_batch..=max_batch`: one image,
+/// float32 everywhere. `None` when the engine cannot run that way: a tensor that is not
+/// float32, a batch range without 1, or sizes that overflow.
+pub fn device_io_plan(tensors: &[IoTensor], io: &EngineIo, min_batch: usize, max_batch: usize) -> Option<DeviceIoPlan> {
+    if !(min_batch..=max_batch).contains(&1) || io.fixed_batch.is_some_and(|b| b != 1) {
+        return None;
+    }
+    for name in [INPUT_NAME, CLASS_OUTPUT, MASK_OUTPUT] {
+        if tensors.iter().find(|t| t.name == name)?.dtype != DTYPE_FLOAT {
+            return None;
+        }
+    }
+    let f32_bytes = |dims: &[usize]| dims.iter().try_fold(size_of::<f32>(), |n, &d| n.checked_mul(d));
+    let (h, w) = io.input_hw;
+    let (mh, mw) = io.mask_hw;
+    let dims = [1, 3, i64::try_from(h).ok()?, i64::try_from(w).ok()?];
+    Some(DeviceIoPlan {
+        input_dims: dims,
+        tensors: [
+            (INPUT_NAME, f32_bytes(&[3, h, w])?),
+            (CLASS_OUTPUT, f32_bytes(&[io.queries, io.classes_plus_one])?),
+            (MASK_OUTPUT, f32_bytes(&[io.queries, mh, mw])?),
+        ],
+    })
+}
+
 /// Whether an ONNX file holds a `MultiscaleDeformableAttnPlugin_TRT` node. Op types are
 /// stored verbatim in the protobuf, so a byte search answers without an ONNX parser.
 pub fn onnx_uses_plugin(path: &Path) -> Result<bool> {
@@ -352,6 +388,46 @@ mod tests {
         let e = check_binding(CLASS_OUTPUT, &[1, 20, 7], DTYPE_FLOAT, base + 560, 560).unwrap_err().to_string();
         assert!(e.contains("not aligned to 256"), "{e}");
         assert!(check_binding("x", &[1], DTYPE_FLOAT, 0, 4).is_err());
+    }
+
+    #[test]
+    fn device_plan_binds_one_float_image() {
+        for batch in [-1, 1] {
+            let v = good(batch);
+            let io = check_io(&v).unwrap();
+            let p = device_io_plan(&v, &io, 1, if batch < 0 { 4 } else { 1 }).unwrap();
+            assert_eq!(p.input_dims, [1, 3, 288, 512]);
+            assert_eq!(
+                p.tensors,
+                [(INPUT_NAME, 3 * 288 * 512 * 4), (CLASS_OUTPUT, 20 * 7 * 4), (MASK_OUTPUT, 20 * 72 * 128 * 4)]
+            );
+            // The sizes are those the execution context checks at the resolved shapes.
+            for ((name, bytes), t) in p.tensors.iter().zip(&v) {
+                let mut dims = t.dims.clone();
+                dims[0] = 1;
+                assert_eq!(*bytes, tensor_bytes(name, &dims, DTYPE_FLOAT).unwrap(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn device_plan_refuses_what_one_float_image_cannot_run() {
+        // A fixed batch of 2, or a profile that starts above 1.
+        let v = good(2);
+        assert_eq!(device_io_plan(&v, &check_io(&v).unwrap(), 2, 2), None);
+        let v = good(-1);
+        let io = check_io(&v).unwrap();
+        assert_eq!(device_io_plan(&v, &io, 2, 8), None);
+        assert!(device_io_plan(&v, &io, 1, 8).is_some());
+        // Not float32 (check_io refuses it already; the plan does not rely on that).
+        let mut h = good(-1);
+        h[2].dtype = DTYPE_HALF;
+        assert_eq!(device_io_plan(&h, &io, 1, 1), None);
+        // A tensor list without the contract's names.
+        assert_eq!(device_io_plan(&v[..2], &io, 1, 1), None);
+        // Sizes that do not fit.
+        let huge = EngineIo { queries: usize::MAX / 2, ..io };
+        assert_eq!(device_io_plan(&v, &huge, 1, 1), None);
     }
 
     fn tmp(name: &str) -> PathBuf {

@@ -2,10 +2,11 @@
 //! the TensorRT [`Backend`].
 //!
 //! Zero-copy execution ([`ExecutionContext::enqueue`]) takes device pointers and a CUDA
-//! stream. Until the GPU path (`src/cuda/`, feature `cuda`) lands, the only caller is the
-//! host path ([`HostRunner`]), whose stream and device buffers the shim allocates with the
-//! CUDA runtime; once it lands, frames preprocessed on the device are bound directly and
-//! buffers and stream come from there.
+//! stream. Two callers: the host path ([`HostRunner`]: [`Backend::infer`]), whose stream
+//! and device buffers the shim allocates with the CUDA runtime, and the device path
+//! ([`Backend::infer_device`], fed by the GPU stages of `src/cuda/`), which binds the
+//! caller's buffers (the GPU preprocess' output, logits buffers of the GPU post-process)
+//! and enqueues on the caller's stream, on the runner's execution context.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -17,14 +18,14 @@ use std::sync::Once;
 use std::time::SystemTime;
 
 use super::cache::{self, FileLock, LoadedPlugins};
-use super::contract::{self, EngineIo, IoTensor, ModelFile};
+use super::contract::{self, DeviceIoPlan, EngineIo, IoTensor, ModelFile};
 use super::ffi;
 use super::header::{BuildRecord, EngineHeader, Expected, Gpu, TrtVersion, card_hash, file_sha256};
 use super::options::{BatchProfile, BuildOptions, Precision, cached_engine_path, default_timing_cache};
 use super::progress::{ProgressFn, ProgressState, progress_trampoline};
 use super::{BuildEvent, LogLevel, log};
 use crate::backend::onnxruntime::{CLASS_OUTPUT, INPUT_NAME, MASK_OUTPUT};
-use crate::backend::{Backend, InputTensor, Logits};
+use crate::backend::{Backend, DeviceIo, InputTensor, Logits};
 use crate::model::ModelCard;
 use crate::{Error, Result};
 
@@ -379,7 +380,6 @@ pub struct Binding<'a> {
     pub bytes: usize,
 }
 
-
 impl Drop for ExecutionContext<'_> {
     fn drop(&mut self) {
         // SAFETY: the pointer came from sstrt_context_create and is freed once, before the
@@ -392,14 +392,8 @@ impl ExecutionContext<'_> {
     /// Data type and shape of tensor `name` as the context resolves it now (after the
     /// input shape is set: outputs have their real batch, not the engine's -1).
     pub fn tensor(&self, name: &CStr) -> Result<(i32, Vec<i64>)> {
-        let (mut dtype, mut nb) = (0, 0);
-        let mut dims = [0i64; ffi::MAX_DIMS];
-        // SAFETY: a live context, a NUL-terminated name, MAX_DIMS values of room.
-        let rc = unsafe { ffi::sstrt_context_tensor(self.ptr.as_ptr(), name.as_ptr(), &mut dtype, &mut nb, dims.as_mut_ptr()) };
-        if rc != ffi::OK {
-            return Err(Error::InvalidArgument(format!("the engine has no I/O tensor {name:?}")));
-        }
-        Ok((dtype, dims[..(nb.max(0) as usize).min(ffi::MAX_DIMS)].to_vec()))
+        // SAFETY: a live context, owned by `self`.
+        unsafe { context_tensor(self.ptr, name) }
     }
 
     /// Zero-copy execution: set the input shape, check every binding against the shape
@@ -416,38 +410,78 @@ impl ExecutionContext<'_> {
     /// `cudaStream_t` of the current device (or null for the legacy default stream). All
     /// of them must stay valid until the stream has finished this work.
     pub unsafe fn enqueue(&mut self, input_dims: [i64; 4], bindings: &[Binding<'_>], stream: *mut c_void) -> Result<()> {
-        let input = cstring(INPUT_NAME)?;
-        let (rc, msg) = with_err(|e, l| {
-            // SAFETY: a live context, a NUL-terminated name, 4 dims; `e` holds `l` bytes.
-            unsafe { ffi::sstrt_context_set_input_shape(self.ptr.as_ptr(), input.as_ptr(), 4, input_dims.as_ptr(), e, l) }
-        });
-        check(rc, msg)?;
-        for b in bindings {
-            let (dtype, dims) = self.tensor(b.name)?;
-            contract::check_binding(&b.name.to_string_lossy(), &dims, dtype, b.ptr as usize, b.bytes)?;
-        }
-        let names: Vec<*const c_char> = bindings.iter().map(|b| b.name.as_ptr()).collect();
-        let ptrs: Vec<*mut c_void> = bindings.iter().map(|b| b.ptr).collect();
-        let sizes: Vec<usize> = bindings.iter().map(|b| b.bytes).collect();
-        let (rc, msg) = with_err(|e, l| {
-            // SAFETY: a live context; names/ptrs/sizes hold `bindings.len()` entries; the
-            // caller guarantees the device pointers and the stream (the shim checks sizes
-            // and alignment again).
-            unsafe {
-                ffi::sstrt_context_enqueue(
-                    self.ptr.as_ptr(),
-                    bindings.len() as i32,
-                    names.as_ptr(),
-                    ptrs.as_ptr(),
-                    sizes.as_ptr(),
-                    stream,
-                    e,
-                    l,
-                )
-            }
-        });
-        check(rc, msg)
+        // SAFETY: a live context owned by `self` (`&mut`: no other call on it); the
+        // caller's guarantees are this function's.
+        unsafe { context_enqueue(self.ptr, input_dims, bindings, stream) }
     }
+}
+
+/// [`ExecutionContext::tensor`] on a raw context.
+///
+/// # Safety
+/// `ctx` is a live context.
+unsafe fn context_tensor(ctx: NonNull<ffi::Context>, name: &CStr) -> Result<(i32, Vec<i64>)> {
+    let (mut dtype, mut nb) = (0, 0);
+    let mut dims = [0i64; ffi::MAX_DIMS];
+    // SAFETY: a live context (caller), a NUL-terminated name, MAX_DIMS values of room.
+    let rc = unsafe { ffi::sstrt_context_tensor(ctx.as_ptr(), name.as_ptr(), &mut dtype, &mut nb, dims.as_mut_ptr()) };
+    if rc != ffi::OK {
+        return Err(Error::InvalidArgument(format!("the engine has no I/O tensor {name:?}")));
+    }
+    Ok((dtype, dims[..(nb.max(0) as usize).min(ffi::MAX_DIMS)].to_vec()))
+}
+
+/// [`ExecutionContext::enqueue`] on a raw context.
+///
+/// # Safety
+/// `ctx` is a live context that no other thread uses during the call; the bindings and
+/// the stream as for [`ExecutionContext::enqueue`].
+unsafe fn context_enqueue(ctx: NonNull<ffi::Context>, input_dims: [i64; 4], bindings: &[Binding<'_>], stream: *mut c_void) -> Result<()> {
+    let input = cstring(INPUT_NAME)?;
+    let (rc, msg) = with_err(|e, l| {
+        // SAFETY: a live context, a NUL-terminated name, 4 dims; `e` holds `l` bytes.
+        unsafe { ffi::sstrt_context_set_input_shape(ctx.as_ptr(), input.as_ptr(), 4, input_dims.as_ptr(), e, l) }
+    });
+    check(rc, msg)?;
+    for b in bindings {
+        // SAFETY: a live context (caller).
+        let (dtype, dims) = unsafe { context_tensor(ctx, b.name) }?;
+        contract::check_binding(&b.name.to_string_lossy(), &dims, dtype, b.ptr as usize, b.bytes)?;
+    }
+    let names: Vec<*const c_char> = bindings.iter().map(|b| b.name.as_ptr()).collect();
+    let ptrs: Vec<*mut c_void> = bindings.iter().map(|b| b.ptr).collect();
+    let sizes: Vec<usize> = bindings.iter().map(|b| b.bytes).collect();
+    let (rc, msg) = with_err(|e, l| {
+        // SAFETY: a live context; names/ptrs/sizes hold `bindings.len()` entries; the
+        // caller guarantees the device pointers and the stream (the shim checks sizes
+        // and alignment again).
+        unsafe {
+            ffi::sstrt_context_enqueue(
+                ctx.as_ptr(),
+                bindings.len() as i32,
+                names.as_ptr(),
+                ptrs.as_ptr(),
+                sizes.as_ptr(),
+                stream,
+                e,
+                l,
+            )
+        }
+    });
+    check(rc, msg)
+}
+
+/// Wait for everything enqueued on `stream` (a `cudaStream_t`; null = the legacy default
+/// stream).
+///
+/// # Safety
+/// `stream` is null or a live stream of the current device.
+unsafe fn stream_synchronize(stream: *mut c_void) -> Result<()> {
+    let (rc, msg) = with_err(|e, l| {
+        // SAFETY: the caller guarantees the stream; `e` holds `l` bytes.
+        unsafe { ffi::sstrt_stream_synchronize(stream, e, l) }
+    });
+    check(rc, msg)
 }
 
 /// Host path: the shim's own stream and device buffers for up to `max_batch` images.
@@ -476,6 +510,11 @@ pub struct TrtBackend {
     io: EngineIo,
     max_batch: usize,
     min_batch: usize,
+    /// The CUDA device the engine and the runner live on.
+    device: u32,
+    /// Bindings of [`Backend::infer_device`]; `None` when the engine cannot run one f32
+    /// image.
+    device_plan: Option<DeviceIoPlan>,
     header: EngineHeader,
     path: PathBuf,
 }
@@ -742,6 +781,13 @@ impl TrtBackend {
             }
         });
         let runner = NonNull::new(p).map(|ptr| HostRunner { ptr }).ok_or(Error::TensorRt(msg))?;
+        let device_plan = contract::device_io_plan(&engine.io(), &io, min_batch, max_batch);
+        if device_plan.is_none() {
+            log(
+                LogLevel::Info,
+                &format!("{}: no device path (batch {min_batch}..={max_batch}); frames on the GPU go through host copies", path.display()),
+            );
+        }
         Ok(TrtBackend {
             runner,
             engine,
@@ -749,6 +795,8 @@ impl TrtBackend {
             io,
             max_batch,
             min_batch,
+            device: opts.device,
+            device_plan,
             header,
             path,
         })
@@ -756,6 +804,42 @@ impl TrtBackend {
 
     pub fn header(&self) -> &EngineHeader {
         &self.header
+    }
+
+    /// [`Backend::infer_device`] once the plan and the device are known to fit: on the
+    /// host runner's execution context (no second copy of the activation memory), on the
+    /// caller's stream, synchronised before returning.
+    ///
+    /// # Safety
+    /// As [`Backend::infer_device`], with `io.device` this backend's device.
+    unsafe fn run_device(&mut self, plan: &DeviceIoPlan, io: &DeviceIo) -> Result<()> {
+        // The primary context of the engine's device: the caller's (same device).
+        set_device(self.device)?;
+        // SAFETY: a live runner; the context is borrowed for this call, during which
+        // nothing else uses the runner (`&mut self`), and its work is finished (the stream
+        // synchronised below) before the runner's next use.
+        let ctx = unsafe { ffi::sstrt_host_runner_context(self.runner.ptr.as_ptr()) };
+        let ctx = NonNull::new(ctx).ok_or_else(|| Error::TensorRt("the host runner has no execution context".into()))?;
+        let names = plan.tensors.map(|(n, _)| cstring(n));
+        let [Ok(input), Ok(class), Ok(mask)] = &names else {
+            return Err(Error::TensorRt("an I/O tensor name holds a NUL byte".into()));
+        };
+        let [(_, input_bytes), (_, class_bytes), (_, mask_bytes)] = plan.tensors;
+        let bindings = [
+            Binding { name: input, ptr: io.input as *mut c_void, bytes: input_bytes },
+            Binding { name: class, ptr: io.class_logits as *mut c_void, bytes: class_bytes },
+            Binding { name: mask, ptr: io.mask_logits as *mut c_void, bytes: mask_bytes },
+        ];
+        // SAFETY: a live context used by this call only; the caller guarantees the
+        // addresses (device memory of this device's primary context, current, sizes of a
+        // batch-1 f32 image, 256-byte aligned) and the stream.
+        let enqueued = unsafe { context_enqueue(ctx, plan.input_dims, &bindings, io.stream) };
+        // Synchronised even when the enqueue failed: whatever part of it reached the
+        // stream is finished before the caller may free the buffers.
+        // SAFETY: the caller's stream, of the current device.
+        let synced = unsafe { stream_synchronize(io.stream) };
+        enqueued?;
+        synced
     }
 
     /// The engine, e.g. for an execution context of the device path. Shared only: the
@@ -816,5 +900,19 @@ impl Backend for TrtBackend {
         });
         check(rc, msg).map_err(|e| Error::Inference(e.to_string()))?;
         Ok(Logits { batch: n, num_queries: q, num_classes_plus_one: k1, mask_height: mh, mask_width: mw, class_logits, mask_logits })
+    }
+
+    /// Binds the caller's device buffers and runs `enqueueV3` on the caller's stream
+    /// (the host runner's execution context, shared with [`Backend::infer`]), then
+    /// synchronises that stream. `None` when the engine cannot run one f32 image (see
+    /// [`contract::device_io_plan`]) or `io` is on another device than the engine.
+    unsafe fn infer_device(&mut self, io: &DeviceIo) -> Option<Result<()>> {
+        let plan = self.device_plan?;
+        if io.device != self.device as usize {
+            return None;
+        }
+        // SAFETY: the caller's guarantees (Backend::infer_device), and `io.device` is ours.
+        let r = unsafe { self.run_device(&plan, io) };
+        Some(r.map_err(|e| Error::Inference(format!("TensorRT on device buffers ({}): {e}", self.path.display()))))
     }
 }

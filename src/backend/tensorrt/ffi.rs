@@ -158,7 +158,10 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> *mut HostRunner;
+    pub fn sstrt_stream_synchronize(stream: *mut c_void, err: *mut c_char, err_len: usize) -> i32;
     pub fn sstrt_host_runner_free(runner: *mut HostRunner);
+    /// Borrowed: valid while the runner lives, never freed with `sstrt_context_free`.
+    pub fn sstrt_host_runner_context(runner: *mut HostRunner) -> *mut Context;
     pub fn sstrt_host_runner_infer(
         runner: *mut HostRunner,
         input: *const f32,

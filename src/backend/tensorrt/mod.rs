@@ -14,9 +14,11 @@
 //! [`options::Precision`]. Everything else the shim uses is common to both.
 //!
 //! Device memory: execution takes raw device pointers and a `cudaStream_t`
-//! ([`engine::ExecutionContext::enqueue`]). Until the GPU path (`src/cuda/`) lands, the
-//! backend's host path owns a stream and device buffers allocated by the shim with the CUDA
-//! runtime; once it lands, buffers and stream come from there (no host staging).
+//! ([`engine::ExecutionContext::enqueue`]). The host path ([`Backend::infer`]) owns a
+//! stream and device buffers allocated by the shim with the CUDA runtime; the device path
+//! ([`Backend::infer_device`], used by the GPU stages of `src/cuda/`) binds the caller's
+//! buffers and stream (no host staging). Which engines have a device path, and the sizes
+//! bound: [`contract::device_io_plan`].
 
 pub mod cache;
 pub mod contract;

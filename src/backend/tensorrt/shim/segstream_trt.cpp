@@ -697,6 +697,22 @@ int32_t sstrt_context_enqueue(SegstreamTrtContext* c, int32_t nb_tensors, const 
     return SSTRT_ERR;
 }
 
+int32_t sstrt_stream_synchronize(void* stream, char* err, size_t err_len) {
+    try {
+        cudaError_t ce = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+        if (ce != cudaSuccess) {
+            set_err(err, err_len, cuda_error("cudaStreamSynchronize", ce));
+            return SSTRT_ERR;
+        }
+        return SSTRT_OK;
+    } catch (const std::exception& ex) {
+        set_err(err, err_len, ex.what());
+    } catch (...) {
+        set_err(err, err_len, "unknown C++ exception");
+    }
+    return SSTRT_ERR;
+}
+
 SegstreamTrtHostRunner* sstrt_host_runner_create(SegstreamTrtEngine* e, const char* input_name,
                                                  const char* class_name, const char* mask_name, int32_t max_batch,
                                                  size_t input_per_image, size_t class_per_image,
@@ -751,6 +767,10 @@ void sstrt_host_runner_free(SegstreamTrtHostRunner* r) {
         delete r;
     } catch (...) {
     }
+}
+
+SegstreamTrtContext* sstrt_host_runner_context(SegstreamTrtHostRunner* r) {
+    return r != nullptr ? &r->context : nullptr;
 }
 
 int32_t sstrt_host_runner_infer(SegstreamTrtHostRunner* r, const float* input, int32_t batch, int32_t channels,

@@ -133,6 +133,10 @@ int32_t sstrt_context_tensor(const SegstreamTrtContext* ctx, const char* name, i
 int32_t sstrt_context_enqueue(SegstreamTrtContext* ctx, int32_t nb_tensors, const char* const* names,
                               void* const* ptrs, const size_t* sizes, void* stream, char* err, size_t err_len);
 
+/* Wait for everything enqueued on `stream` (a cudaStream_t / CUstream; NULL = the legacy
+ * default stream). */
+int32_t sstrt_stream_synchronize(void* stream, char* err, size_t err_len);
+
 /* Host convenience path: a stream, device buffers for `max_batch` images, copy in,
  * enqueueV3, copy out, synchronize. Buffer sizes are in float elements per image. */
 SegstreamTrtHostRunner* sstrt_host_runner_create(SegstreamTrtEngine* engine, const char* input_name,
@@ -140,6 +144,11 @@ SegstreamTrtHostRunner* sstrt_host_runner_create(SegstreamTrtEngine* engine, con
                                                  size_t input_per_image, size_t class_per_image,
                                                  size_t mask_per_image, char* err, size_t err_len);
 void sstrt_host_runner_free(SegstreamTrtHostRunner* runner);
+/* The runner's execution context, borrowed (valid while the runner lives; never passed to
+ * sstrt_context_free): device calls through sstrt_context_* share its activation memory
+ * instead of a second context's. Calls on it must not overlap sstrt_host_runner_infer,
+ * and work enqueued on it must be finished before the runner's next infer or free. */
+SegstreamTrtContext* sstrt_host_runner_context(SegstreamTrtHostRunner* runner);
 int32_t sstrt_host_runner_infer(SegstreamTrtHostRunner* runner, const float* input, int32_t batch,
                                 int32_t channels, int32_t height, int32_t width, float* class_out,
                                 float* mask_out, char* err, size_t err_len);

@@ -572,6 +572,10 @@ pub fn build(source: &Source, outputs: &Outputs, settings: &Settings, segmenter:
     if let Some(video) = &outputs.video {
         let q = make("queue", None)?;
         let overlay = make("segoverlay", Some("segoverlay"))?;
+        // A readable overlay: masks, every segment's contour, and its class and score
+        // inside it (CUDA frames then composite through system memory).
+        overlay.set_property("contours", true);
+        overlay.set_property("labels", true);
         let sink = make("filesink", Some("videosink"))?;
         sink.set_property("location", partial_path(video).to_string_lossy().as_ref());
         sink.set_property("async", false);

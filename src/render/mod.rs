@@ -1,6 +1,9 @@
-//! CPU overlay: composite a [`Segmentation`] onto a frame in place.
+//! CPU overlay: composite a [`Segmentation`] onto a frame in place: masks, contours and
+//! labels (class name and score inside each segment, see [`placement`] and [`text`]).
 
 pub mod palette;
+pub mod placement;
+pub mod text;
 
 use crate::frame::FrameMut;
 use crate::model::Label;
@@ -21,11 +24,14 @@ pub struct OverlayOptions {
     pub alpha: f32,
     /// Draw segment outlines.
     pub contours: bool,
-    /// Draw the class name at each segment's box corner.
+    /// Draw a label with the class name and score (`circle 0.87`) inside each segment,
+    /// white on a dark box, the 8×8 font scaled by [`text::text_scale`] of the frame height.
     pub labels: bool,
     pub color_by: ColorBy,
 }
 
+/// Masks and contours, no labels: what the CUDA overlay draws too (it leaves labels to
+/// this one). The `segoverlay` element turns labels on by default.
 impl Default for OverlayOptions {
     fn default() -> Self {
         OverlayOptions { alpha: 0.5, contours: true, labels: false, color_by: ColorBy::Class }
@@ -64,7 +70,7 @@ impl Lut {
 }
 
 #[inline]
-fn blend(dst: u8, src: u8, a: u32) -> u8 {
+pub(crate) fn blend(dst: u8, src: u8, a: u32) -> u8 {
     ((dst as u32 * (256 - a) + src as u32 * a + 128) >> 8) as u8
 }
 
@@ -79,7 +85,9 @@ fn is_edge(ids: &[u32], w: usize, h: usize, x: usize, y: usize) -> bool {
 }
 
 /// Composite `seg` onto `frame` in place: each segment's colour alpha-blended over its
-/// pixels, optional 1-pixel contours (full opacity) and class-name labels.
+/// pixels; optional contours: every segment's own border pixels (4-neighbourhood, things
+/// and stuff alike) in its colour at full opacity, the same as the CUDA overlay draws;
+/// optional labels (class name and score, see [`OverlayOptions::labels`]).
 pub fn overlay(frame: &mut FrameMut<'_>, seg: &Segmentation, labels: &[Label], opts: &OverlayOptions) -> Result<()> {
     let (w, h) = (frame.width, frame.height);
     if seg.width as usize != w || seg.height as usize != h || seg.ids.len() != w * h {
@@ -147,9 +155,9 @@ pub fn overlay(frame: &mut FrameMut<'_>, seg: &Segmentation, labels: &[Label], o
             } else {
                 for (plane, stride, k) in [(&mut **p1, frame.strides[1], 1usize), (&mut **p2, frame.strides[2], 2usize)] {
                     plane.par_chunks_mut(stride).take(chh).enumerate().for_each(|(cy, row)| {
-                        for cx in 0..cw {
+                        for (cx, c) in row.iter_mut().enumerate().take(cw) {
                             if let Some((i, aa)) = chroma_at(cx, cy) {
-                                row[cx] = blend(row[cx], lut.yuv[i][k], aa);
+                                *c = blend(*c, lut.yuv[i][k], aa);
                             }
                         }
                     });
@@ -158,51 +166,29 @@ pub fn overlay(frame: &mut FrameMut<'_>, seg: &Segmentation, labels: &[Label], o
         }
     }
     if opts.labels {
-        for s in &seg.segments {
-            draw_text(frame, s.bbox[0] as usize, s.bbox[1] as usize, &s.label);
-        }
+        draw_labels(frame, seg);
     }
     Ok(())
 }
 
-/// Draw `text` (ASCII, 8×8 bitmap font) in white on a black box with its top-left corner
-/// at `(x, y)`, clipped to the frame.
-pub fn draw_text(frame: &mut FrameMut<'_>, x: usize, y: usize, text: &str) {
-    use font8x8::UnicodeFonts;
-    let (w, h) = (frame.width, frame.height);
-    for (n, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
-        for (gy, bits) in glyph.iter().enumerate() {
-            for gx in 0..8 {
-                let (px, py) = (x + n * 8 + gx, y + gy);
-                if px >= w || py >= h {
-                    continue;
-                }
-                let on = bits & (1 << gx) != 0;
-                put_pixel(frame, px, py, if on { [255, 255, 255] } else { [0, 0, 0] });
-            }
-        }
-    }
+/// The text of a segment's label: class name and score with two decimals.
+pub fn label_text(s: &crate::segmentation::Segment) -> String {
+    format!("{} {:.2}", s.label, s.score)
 }
 
-fn put_pixel(frame: &mut FrameMut<'_>, x: usize, y: usize, c: [u8; 3]) {
-    let s = frame.strides;
-    match frame.format {
-        PixelFormat::Rgb => frame.planes[0][y * s[0] + x * 3..][..3].copy_from_slice(&c),
-        PixelFormat::Rgba => frame.planes[0][y * s[0] + x * 4..][..3].copy_from_slice(&c),
-        PixelFormat::Bgrx => frame.planes[0][y * s[0] + x * 4..][..3].copy_from_slice(&[c[2], c[1], c[0]]),
-        PixelFormat::Nv12 | PixelFormat::I420 => {
-            let yuv = palette::rgb_to_yuv(c);
-            frame.planes[0][y * s[0] + x] = yuv[0];
-            let (cx, cy) = (x / 2, y / 2);
-            if frame.format == PixelFormat::Nv12 {
-                frame.planes[1][cy * s[1] + 2 * cx] = yuv[1];
-                frame.planes[1][cy * s[1] + 2 * cx + 1] = yuv[2];
-            } else {
-                frame.planes[1][cy * s[1] + cx] = yuv[1];
-                frame.planes[2][cy * s[2] + cx] = yuv[2];
-            }
-        }
+/// Draw every segment's label ([`label_text`]) centred on its [`placement::label_anchors`]
+/// point, moved into the frame: stuff first, then things from the largest to the smallest,
+/// so that where boxes overlap the smaller object's label stays readable.
+fn draw_labels(frame: &mut FrameMut<'_>, seg: &Segmentation) {
+    let scale = text::text_scale(frame.height);
+    let anchors = placement::label_anchors(seg, scale);
+    let mut order: Vec<usize> = (0..seg.segments.len()).collect();
+    order.sort_by_key(|&k| (seg.segments[k].is_thing, std::cmp::Reverse(seg.segments[k].area)));
+    for k in order {
+        let Some(anchor) = anchors[k] else { continue };
+        let t = label_text(&seg.segments[k]);
+        let b = text::TextBox::centred(&t, scale, anchor, frame.width, frame.height);
+        text::draw_text_box(frame, &b, &t);
     }
 }
 

@@ -30,7 +30,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_ALPHA: f64 = 0.5;
 const DEFAULT_CONTOURS: bool = true;
-const DEFAULT_LABELS: bool = false;
+/// Labels on: an overlay people can read (class and score inside each segment). The
+/// library's `OverlayOptions::default()` leaves them off, as the CUDA overlay draws.
+const DEFAULT_LABELS: bool = true;
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -103,13 +105,13 @@ impl ObjectImpl for SegOverlay {
                     .build(),
                 glib::ParamSpecBoolean::builder("contours")
                     .nick("Contours")
-                    .blurb("Draw segment outlines")
+                    .blurb("Draw the outline of every segment (things and stuff) in its colour, fully opaque")
                     .default_value(DEFAULT_CONTOURS)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("labels")
                     .nick("Labels")
-                    .blurb("Draw each segment's class name at its box corner")
+                    .blurb("Draw a label with the class name and score (e.g. \"circle 0.87\") inside each segment, white on a dark box, the 8x8 font scaled by round(frame height / 360); on by default (it was off), false = masks and contours only. On CUDA memory, labels composite through system memory")
                     .default_value(DEFAULT_LABELS)
                     .mutable_playing()
                     .build(),

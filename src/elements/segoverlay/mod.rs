@@ -2,6 +2,12 @@
 //! each buffer onto the frame in place (`segstream::render::overlay`). Buffers without the
 //! meta pass through untouched (never mapped for writing).
 //!
+//! By default it draws masks, contours and labels: the class name and score of every
+//! segment inside it (`render::placement`), white on a dark box, scaled with the frame
+//! height (`render::text`). `labels=false` leaves masks and contours, which is also what
+//! the CUDA device overlay draws; with labels on, CUDA frames composite through system
+//! memory.
+//!
 //! If the meta's size differs from the frame's (an element that scaled the frame without
 //! transforming metas), the id map is resized to the frame first.
 

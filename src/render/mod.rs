@@ -176,18 +176,28 @@ pub fn label_text(s: &crate::segmentation::Segment) -> String {
     format!("{} {:.2}", s.label, s.score)
 }
 
-/// Draw every segment's label ([`label_text`]) centred on its [`placement::label_anchors`]
-/// point, moved into the frame: stuff first, then things from the largest to the smallest,
-/// so that where boxes overlap the smaller object's label stays readable.
-fn draw_labels(frame: &mut FrameMut<'_>, seg: &Segmentation) {
-    let scale = text::text_scale(frame.height);
+/// The label boxes [`overlay`] draws for `seg` on a `width`×`height` frame, in drawing
+/// order, with their texts: each segment's [`label_text`] centred on its
+/// [`placement::label_anchors`] point, moved into the frame; stuff first, then things from
+/// the largest to the smallest, so that where boxes overlap the smaller object's label
+/// stays readable. The GPU overlay draws the same boxes on small tiles of the frame.
+pub fn label_boxes(seg: &Segmentation, width: usize, height: usize) -> Vec<(text::TextBox, String)> {
+    let scale = text::text_scale(height);
     let anchors = placement::label_anchors(seg, scale);
     let mut order: Vec<usize> = (0..seg.segments.len()).collect();
     order.sort_by_key(|&k| (seg.segments[k].is_thing, std::cmp::Reverse(seg.segments[k].area)));
-    for k in order {
-        let Some(anchor) = anchors[k] else { continue };
-        let t = label_text(&seg.segments[k]);
-        let b = text::TextBox::centred(&t, scale, anchor, frame.width, frame.height);
+    order
+        .into_iter()
+        .filter_map(|k| {
+            let anchor = anchors[k]?;
+            let t = label_text(&seg.segments[k]);
+            Some((text::TextBox::centred(&t, scale, anchor, width, height), t))
+        })
+        .collect()
+}
+
+fn draw_labels(frame: &mut FrameMut<'_>, seg: &Segmentation) {
+    for (b, t) in label_boxes(seg, frame.width, frame.height) {
         text::draw_text_box(frame, &b, &t);
     }
 }

@@ -247,12 +247,62 @@ impl DeviceIds for CudaIds {
         self.size
     }
 
-    fn draws(&self, opts: &OverlayOptions) -> bool {
-        !opts.labels
+    fn overlay(&self, frame: &DeviceFrame<'_>, seg: &Segmentation, labels: &[Label], opts: &OverlayOptions) -> Result<()> {
+        self.overlay.overlay(frame, &self.ids, &seg.segments, labels, &OverlayOptions { labels: false, ..*opts })?;
+        self.ctx.synchronize()?;
+        if opts.labels {
+            super::labels::draw_labels(frame, seg, &CudaCopy { ctx: &self.ctx })?;
+        }
+        Ok(())
+    }
+}
+
+/// [`PlaneCopy`](super::labels::PlaneCopy) with the driver's synchronous 2D copies, in the
+/// stages' context.
+struct CudaCopy<'a> {
+    ctx: &'a CudaContext,
+}
+
+impl CudaCopy<'_> {
+    /// A synchronous copy of `rows` rows of `width` bytes between a packed host buffer and
+    /// a pitched device region.
+    fn copy(&self, host: *mut std::ffi::c_void, device: u64, pitch: usize, width: usize, rows: usize, to_device: bool) -> Result<()> {
+        use cudarc::driver::sys::{CUDA_MEMCPY2D, CUmemorytype};
+        self.ctx.cudarc().bind_to_thread().map_err(crate::cuda::context::driver_err("cuCtxSetCurrent"))?;
+        let (host_t, dev_t) = (CUmemorytype::CU_MEMORYTYPE_HOST, CUmemorytype::CU_MEMORYTYPE_DEVICE);
+        let c = CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: if to_device { host_t } else { dev_t },
+            srcHost: if to_device { host } else { std::ptr::null_mut() },
+            srcDevice: if to_device { 0 } else { device },
+            srcArray: std::ptr::null_mut(),
+            srcPitch: if to_device { width } else { pitch },
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: if to_device { dev_t } else { host_t },
+            dstHost: if to_device { std::ptr::null_mut() } else { host },
+            dstDevice: if to_device { device } else { 0 },
+            dstArray: std::ptr::null_mut(),
+            dstPitch: if to_device { pitch } else { width },
+            WidthInBytes: width,
+            Height: rows,
+        };
+        // SAFETY: `host` is a buffer of `width × rows` packed bytes and `device` a region of
+        // a mapped device plane of the stages' context (made current above), inside the
+        // plane (label boxes are clipped to the frame); both outlive this synchronous copy.
+        let rc = unsafe { cudarc::driver::sys::cuMemcpy2D_v2(&c) };
+        rc.result().map_err(crate::cuda::context::driver_err("cuMemcpy2D"))
+    }
+}
+
+impl super::labels::PlaneCopy for CudaCopy<'_> {
+    fn download(&self, src: u64, pitch: usize, dst: &mut [u8], width: usize, rows: usize) -> Result<()> {
+        self.copy(dst.as_mut_ptr().cast(), src, pitch, width, rows, false)
     }
 
-    fn overlay(&self, frame: &DeviceFrame<'_>, seg: &Segmentation, labels: &[Label], opts: &OverlayOptions) -> Result<()> {
-        self.overlay.overlay(frame, &self.ids, &seg.segments, labels, opts)?;
-        self.ctx.synchronize()
+    fn upload(&self, src: &[u8], width: usize, rows: usize, dst: u64, pitch: usize) -> Result<()> {
+        // Read only: the host side is the copy's source.
+        self.copy(src.as_ptr() as *mut std::ffi::c_void, dst, pitch, width, rows, true)
     }
 }

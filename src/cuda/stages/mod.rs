@@ -14,6 +14,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod gpu;
+mod labels;
 
 use std::sync::Arc;
 
@@ -51,10 +52,9 @@ pub trait DeviceIds: Send + Sync + std::fmt::Debug {
     fn cu_context(&self) -> Option<usize>;
     /// Width and height of the map.
     fn size(&self) -> (u32, u32);
-    /// Whether the device overlay draws everything `opts` asks (class-name labels are
-    /// drawn by the CPU overlay only).
-    fn draws(&self, opts: &OverlayOptions) -> bool;
-    /// Composite `seg` (whose id map this is) onto `frame` in place.
+    /// Composite `seg` (whose id map this is) onto `frame` in place: masks and contours,
+    /// and with `opts.labels` the class-name labels (drawn on small host tiles of the label
+    /// boxes, the frame staying on the device).
     fn overlay(&self, frame: &DeviceFrame<'_>, seg: &Segmentation, labels: &[Label], opts: &OverlayOptions) -> Result<()>;
 }
 
@@ -124,10 +124,6 @@ impl DeviceIds for HostIds {
         self.size
     }
 
-    fn draws(&self, _opts: &OverlayOptions) -> bool {
-        true
-    }
-
     fn overlay(&self, frame: &DeviceFrame<'_>, seg: &Segmentation, labels: &[Label], opts: &OverlayOptions) -> Result<()> {
         let planes = plane_spans(frame).map(|(p, n)| {
             if n == 0 {
@@ -140,6 +136,13 @@ impl DeviceIds for HostIds {
             }
         });
         let mut host = FrameMut::new(frame.format(), frame.width(), frame.height(), planes, frame.strides())?;
-        render::overlay(&mut host, seg, labels, opts)
+        // Masks and contours here, labels through tiles as the GPU overlay does, so that the
+        // double's tests cover the tile path.
+        render::overlay(&mut host, seg, labels, &OverlayOptions { labels: false, ..*opts })?;
+        drop(host);
+        if opts.labels {
+            labels::draw_labels(frame, seg, &labels::HostCopy)?;
+        }
+        Ok(())
     }
 }

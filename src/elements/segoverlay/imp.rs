@@ -111,7 +111,7 @@ impl ObjectImpl for SegOverlay {
                     .build(),
                 glib::ParamSpecBoolean::builder("labels")
                     .nick("Labels")
-                    .blurb("Draw a label with the class name and score (e.g. \"circle 0.87\") inside each segment, white on a dark box, the 8x8 font scaled by round(frame height / 360); on by default (it was off), false = masks and contours only. On CUDA memory, labels composite through system memory")
+                    .blurb("Draw a label with the class name and score (e.g. \"circle 0.87\") inside each segment, white on a dark box, the 8x8 font scaled by round(frame height / 360); on by default (it was off), false = masks and contours only. On CUDA memory the label boxes alone are copied to the host, drawn and copied back; the frame stays on the device")
                     .default_value(DEFAULT_LABELS)
                     .mutable_playing()
                     .build(),
@@ -122,7 +122,7 @@ impl ObjectImpl for SegOverlay {
                     .build(),
                 glib::ParamSpecInt::builder("cuda-device-id")
                     .nick("CUDA device id")
-                    .blurb("CUDA device of the context shared with neighbouring CUDA elements when frames are in CUDA memory (composited on the device with the id map mask2former's GPU stages left there; through system memory otherwise, and for labels=true); -1 = device 0, or a neighbour's")
+                    .blurb("CUDA device of the context shared with neighbouring CUDA elements when frames are in CUDA memory (composited on the device with the id map mask2former's GPU stages left there; through system memory otherwise); -1 = device 0, or a neighbour's")
                     .minimum(-1)
                     .maximum(i32::MAX)
                     .default_value(-1)
@@ -188,7 +188,7 @@ impl ElementImpl for SegOverlay {
 impl SegOverlay {
     /// Composite a CUDA frame on the device with the id map the GPU stages left there.
     /// `Ok(false)`: not possible for this frame (no device map, another size or context,
-    /// labels asked), the caller composites through system memory.
+    /// context), the caller composites through system memory.
     #[allow(clippy::too_many_arguments)]
     fn overlay_on_device(
         &self,
@@ -203,7 +203,6 @@ impl SegOverlay {
         let why = match device {
             None => Some("the result has no id map on the device".to_string()),
             Some(d) if d.size() != (info.width(), info.height()) => Some(format!("the device id map is {:?}, the frame {}x{}", d.size(), info.width(), info.height())),
-            Some(d) if !d.draws(opts) => Some("labels=true is drawn by the CPU overlay".to_string()),
             Some(_) => None,
         };
         let mapped = match (why, device) {

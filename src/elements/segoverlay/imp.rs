@@ -187,7 +187,7 @@ impl ElementImpl for SegOverlay {
 
 impl SegOverlay {
     /// Composite a CUDA frame on the device with the id map the GPU stages left there.
-    /// `Ok(false)`: not possible for this frame (no device map, another size or context,
+    /// `Ok(false)`: not possible for this frame (no device map, another size or another
     /// context), the caller composites through system memory.
     #[allow(clippy::too_many_arguments)]
     fn overlay_on_device(

@@ -6,21 +6,33 @@
 //!   last visible mask where it was, and a *reference* mask (the last one seen whole, i.e.
 //!   not much smaller than the track's recent peak area) moved by a constant-velocity
 //!   estimate of its centroid (updated only while the visible area is stable, since a
-//!   centroid also moves when an object is covered or leaves the frame). A segment of the
-//!   same class is a candidate when its IoU with either guess reaches
+//!   centroid also moves when an object is covered or leaves the frame). A segment with
+//!   a *familiar* label (see below) is a candidate when its IoU with either guess reaches
 //!   [`TrackerConfig::iou_threshold`], or when at least half of it lies inside a guess (a
-//!   partly hidden object); candidates by IoU rank first. Matching is greedy over the
+//!   partly hidden object); a segment of any other thing class only when its IoU reaches
+//!   0.5 (or the threshold, if higher: a class change needs a strong overlap). Candidates
+//!   by IoU rank first, those whose class is not the track's stable label a little lower
+//!   (see below). Matching is greedy over the
 //!   candidates in decreasing score (with few objects per class, greedy and Hungarian
 //!   agree on nearly every frame; greedy is O(pairs log pairs)). Unmatched segments open
 //!   new tracks; a track unmatched for more than [`TrackerConfig::max_age`] frames, or
 //!   whose predicted mask has left the frame, is forgotten.
+//! - **Labels of things**: a weak model's class for one object may flicker from frame to
+//!   frame (circle, square, circle…). Each thing track keeps the raw labels of its last 15
+//!   matched segments; the labels among them are the track's *familiar* ones, and its
+//!   *stable label* is their majority (a tie keeps the label it had). The tracker
+//!   **rewrites** a matched thing segment's `label_id` and `label` to its track's stable
+//!   label, so one `track_id` carries one class in the output (overlay colours and JSON
+//!   records included); `score` stays the model's score for its own class, and
+//!   [`Tracker::relabelled`] lists the segments rewritten by the last update with the
+//!   model's own label id. A segment that opens a track keeps its label.
 //! - **Stuff** (and every segment of a semantic result) gets one id per class, kept for
-//!   the tracker's lifetime.
+//!   the tracker's lifetime (and is never relabelled).
 //!
 //! Thing and stuff ids come from one counter, so an id is never reused for another object
 //! or class. The tracker is pure (no GStreamer) and is driven by `mask2former track=true`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::segmentation::{Segmentation, Task};
 
@@ -49,6 +61,18 @@ const BOX_MARGIN: i64 = 2;
 const MAX_REAPPEAR_RATIO: f32 = 1.2;
 const BOX_SCORE: f32 = 0.1;
 
+/// Labels (issue 21): a thing's class may flicker from frame to frame on a weak model. A
+/// track keeps the raw labels of its last `VOTE_WINDOW` matched segments; its *stable*
+/// label is their majority (a tie keeps the current one). A segment whose label is among
+/// those votes (a *familiar* label) may continue the track by the usual rules, ranked
+/// `OTHER_LABEL_PENALTY` below the stable label; any other label only with a mask IoU of
+/// at least `CLASS_CHANGE_IOU` (or the configured threshold, if higher), ranked
+/// `CLASS_CHANGE_PENALTY` below.
+const VOTE_WINDOW: usize = 15;
+const OTHER_LABEL_PENALTY: f32 = 0.05;
+const CLASS_CHANGE_IOU: f32 = 0.5;
+const CLASS_CHANGE_PENALTY: f32 = 0.25;
+
 /// Matching parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerConfig {
@@ -67,7 +91,10 @@ impl Default for TrackerConfig {
 #[derive(Debug, Clone)]
 struct Track {
     id: u64,
+    /// The stable label: the majority of `votes` (ties keep the current label).
     label_id: u32,
+    /// Raw labels of the last [`VOTE_WINDOW`] matched segments, oldest first.
+    votes: VecDeque<u32>,
     /// Row-major pixel indices of the reference mask: the last matched mask that was not
     /// much smaller than the one before it (a mostly hidden object keeps its full shape).
     pixels: Vec<u32>,
@@ -97,6 +124,10 @@ pub struct Tracker {
     stuff: HashMap<u32, u64>,
     next_id: u64,
     size: Option<(u32, u32)>,
+    /// Label id → label name, as the segments spelled it (to rename a relabelled segment).
+    names: HashMap<u32, String>,
+    /// (segment id, raw label id) of the segments the last update relabelled.
+    relabelled: Vec<(u32, u32)>,
 }
 
 impl Default for Tracker {
@@ -107,7 +138,15 @@ impl Default for Tracker {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
-        Tracker { cfg, tracks: Vec::new(), stuff: HashMap::new(), next_id: 1, size: None }
+        Tracker {
+            cfg,
+            tracks: Vec::new(),
+            stuff: HashMap::new(),
+            next_id: 1,
+            size: None,
+            names: HashMap::new(),
+            relabelled: Vec::new(),
+        }
     }
 
     pub fn config(&self) -> &TrackerConfig {
@@ -117,6 +156,12 @@ impl Tracker {
     /// Number of thing tracks currently remembered (matched or waiting for `max_age`).
     pub fn live_tracks(&self) -> usize {
         self.tracks.len()
+    }
+
+    /// The segments whose `label_id` / `label` the last [`Tracker::update`] rewrote to
+    /// their track's stable label, as (segment id, the model's own label id).
+    pub fn relabelled(&self) -> &[(u32, u32)] {
+        &self.relabelled
     }
 
     /// Forget every track (stuff ids included), e.g. after a flush. Ids keep increasing.
@@ -144,6 +189,13 @@ impl Tracker {
         if seg.ids.len() != n_px {
             // Malformed result: leave it untracked rather than index out of bounds.
             return;
+        }
+
+        self.relabelled.clear();
+        for s in &seg.segments {
+            if s.is_thing && !self.names.contains_key(&s.label_id) {
+                self.names.insert(s.label_id, s.label.clone());
+            }
         }
 
         // Stuff (and semantic classes): one id per class.
@@ -184,10 +236,12 @@ impl Tracker {
             track.unseen += 1;
             track.ref_age += 1;
         }
-        // Candidate pairs (score, track, slot) of the same class. The score is the IoU of
-        // the segment with the track's predicted mask; a segment mostly inside that mask
-        // (a partly hidden object) is a candidate too, ranked below the IoU matches.
+        // Candidate pairs (score, track, slot). The score is the IoU of the segment with the
+        // track's predicted mask (less a penalty for a label other than the track's stable
+        // one); a segment of a familiar label mostly inside that mask (a partly hidden
+        // object) is a candidate too, ranked below the IoU matches.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        let class_change_iou = CLASS_CHANGE_IOU.max(self.cfg.iou_threshold);
         let mut counts: HashMap<u32, u32> = HashMap::new();
         for (t, track) in self.tracks.iter_mut().enumerate() {
             // Two guesses of where the object is now: its last visible mask where it was,
@@ -206,9 +260,18 @@ impl Tracker {
                 }
                 for (&id, &inter) in &counts {
                     let Some(&slot) = slot_of_id.get(&id) else { continue };
-                    if seg.segments[thing_idx[slot]].label_id != track.label_id {
-                        continue;
-                    }
+                    // The class of a thing may flicker: a label the track has shown in its
+                    // recent frames continues it as its stable label does (ranked just
+                    // below); any other label only with a strong overlap.
+                    let label = seg.segments[thing_idx[slot]].label_id;
+                    let familiar = track.is_familiar(label);
+                    let penalty = if label == track.label_id {
+                        0.0
+                    } else if familiar {
+                        OTHER_LABEL_PENALTY
+                    } else {
+                        CLASS_CHANGE_PENALTY
+                    };
                     let (a, b, i) = (moved_area as f32, pixels[slot].len() as f32, inter as f32);
                     let union = a + b - i;
                     let iou = if union > 0.0 { i / union } else { 0.0 };
@@ -216,10 +279,11 @@ impl Tracker {
                     // a part of its predicted mask; the reverse, a guess inside a larger
                     // segment, is a newcomer that covers a stale guess).
                     let inside = if b > 0.0 { i / b } else { 0.0 };
-                    let score = if iou >= self.cfg.iou_threshold {
-                        1.0 + iou
-                    } else if inside >= MIN_INSIDE {
-                        inside * self.cfg.iou_threshold
+                    let min_iou = if familiar { self.cfg.iou_threshold } else { class_change_iou };
+                    let score = if iou >= min_iou {
+                        1.0 + iou - penalty
+                    } else if familiar && inside >= MIN_INSIDE {
+                        (inside - penalty) * self.cfg.iou_threshold
                     } else {
                         continue;
                     };
@@ -228,7 +292,7 @@ impl Tracker {
                 }
             }
             if track.unseen > 1 && !track.gone {
-                // Lost since the last frame: a segment of the class lying (almost) all
+                // Lost since the last frame: a segment of a familiar label lying (almost) all
                 // inside the box the whole reference shape is predicted to cover may be
                 // the object coming back as a small piece (out from behind an occluder
                 // where that part of the shape was never seen). Ranked below every
@@ -238,7 +302,7 @@ impl Tracker {
                 let (y0, y1) = (by0 + predicted.1 - BOX_MARGIN, by1 + predicted.1 + BOX_MARGIN);
                 for (slot, px) in pixels.iter().enumerate() {
                     if px.is_empty()
-                        || seg.segments[thing_idx[slot]].label_id != track.label_id
+                        || !track.is_familiar(seg.segments[thing_idx[slot]].label_id)
                         || px.len() as f32 > MAX_REAPPEAR_RATIO * track.peak
                     {
                         continue;
@@ -280,6 +344,15 @@ impl Tracker {
                     track.unseen = 0;
                     track.last = px.clone();
                     seg.segments[i].track_id = Some(track.id);
+                    let raw = seg.segments[i].label_id;
+                    track.vote(raw);
+                    if track.label_id != raw {
+                        if let Some(name) = self.names.get(&track.label_id) {
+                            seg.segments[i].label.clone_from(name);
+                        }
+                        seg.segments[i].label_id = track.label_id;
+                        self.relabelled.push((seg.segments[i].id, raw));
+                    }
                     // A much smaller mask is an occluded (or leaving) object: keep the
                     // reference shape and motion, predicted forward from where they were.
                     let area = px.len() as f32;
@@ -311,6 +384,7 @@ impl Tracker {
                     new_tracks.push(Track {
                         id,
                         label_id: seg.segments[i].label_id,
+                        votes: VecDeque::from([seg.segments[i].label_id]),
                         last: px.clone(),
                         pixels: px,
                         centroid,
@@ -327,6 +401,31 @@ impl Tracker {
         let max_age = self.cfg.max_age;
         self.tracks.retain(|t| t.unseen <= max_age && !t.gone);
         self.tracks.extend(new_tracks);
+    }
+}
+
+impl Track {
+    /// The stable label, or a label among the recent votes.
+    fn is_familiar(&self, label: u32) -> bool {
+        label == self.label_id || self.votes.contains(&label)
+    }
+
+    /// Count a matched segment's raw label; the stable label changes only when another
+    /// label has more votes over the window than the current one.
+    fn vote(&mut self, label: u32) {
+        if self.votes.len() == VOTE_WINDOW {
+            self.votes.pop_front();
+        }
+        self.votes.push_back(label);
+        let count = |l: u32| self.votes.iter().filter(|&&v| v == l).count();
+        let mut best = (count(self.label_id), self.label_id);
+        for &l in &self.votes {
+            let c = count(l);
+            if c > best.0 {
+                best = (c, l);
+            }
+        }
+        self.label_id = best.1;
     }
 }
 
@@ -442,14 +541,120 @@ mod tests {
         assert_ne!(s1.segments[0].track_id, s1.segments[1].track_id);
     }
 
+    fn label_of(seg: &Segmentation, id: u32) -> (u32, &str) {
+        let s = seg.segments.iter().find(|s| s.id == id).expect("segment");
+        (s.label_id, s.label.as_str())
+    }
+
     #[test]
-    fn different_classes_do_not_match() {
+    fn a_thing_whose_class_flickers_keeps_its_id_and_its_stable_label() {
+        let mut t = Tracker::default();
+        // Class 0, then 1 on single frames and on two frames in a row (A→B→A); it moves 1 px
+        // every other frame.
+        let labels = [0, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0];
+        let mut id0 = None;
+        for (f, &label) in labels.iter().enumerate() {
+            let mut s = frame(&[(2, label, 5 + f as u32 / 2, 6, 8)]);
+            t.update(&mut s);
+            let id = track_of(&s, 2);
+            assert_eq!(*id0.get_or_insert(id), id, "frame {f}: the class flip opened a new track");
+            assert_eq!(label_of(&s, 2), (0, "l0"), "frame {f}: the reported label is the track's stable one");
+            let relabelled: &[(u32, u32)] = if label == 1 { &[(2, 1)] } else { &[] };
+            assert_eq!(t.relabelled(), relabelled, "frame {f}: the raw label of a rewritten segment");
+        }
+        // A lasting change wins the vote once it has more of the last frames than the old
+        // label (12 frames so far: 8 × class 0 and 4 × class 1).
+        let mut switched = None;
+        for f in 12..30u32 {
+            let mut s = frame(&[(2, 1, 5 + f / 2, 6, 8)]);
+            t.update(&mut s);
+            assert_eq!(Some(track_of(&s, 2)), id0, "frame {f}");
+            if label_of(&s, 2).0 == 1 && switched.is_none() {
+                switched = Some(f);
+            }
+            if switched.is_some() {
+                assert_eq!(label_of(&s, 2), (1, "l1"), "frame {f}: the stable label flips back");
+            }
+        }
+        // Window of 15 votes: class 1 needs 8 of them; frames 3, 5, 6 and 9 voted 1, so it
+        // wins with frame 15 (votes of frames 1..=15: 7 × class 0, 8 × class 1).
+        assert_eq!(switched, Some(15));
+    }
+
+    #[test]
+    fn two_things_of_different_classes_crossing_keep_their_ids() {
+        let mut t = Tracker::default();
+        let mut ids = None;
+        for f in 0..14u32 {
+            // A (class 0) moves right, B (class 1) moves left 2 rows lower, 2 px a frame: they
+            // overlap in frames 6 to 8 (B in front; at frame 7 only 2 rows of A show). Each
+            // shows the other's class once before they meet.
+            let la = if f == 3 { 1 } else { 0 };
+            let lb = if f == 4 { 0 } else { 1 };
+            // Segment ids alternate, so they say nothing about identity.
+            let (ia, ib) = if f % 2 == 0 { (2, 3) } else { (3, 2) };
+            let mut s = frame(&[(ia, la, 2 + 2 * f, 8, 8), (ib, lb, 30 - 2 * f, 10, 8)]);
+            t.update(&mut s);
+            let got = (track_of(&s, ia), track_of(&s, ib));
+            assert_ne!(got.0, got.1);
+            assert_eq!(*ids.get_or_insert(got), got, "frame {f}: ids swapped or renewed");
+            assert_eq!((label_of(&s, ia).0, label_of(&s, ib).0), (0, 1), "frame {f}: stable labels");
+        }
+    }
+
+    #[test]
+    fn a_new_thing_of_another_class_where_one_vanished_gets_a_new_id() {
+        // A 10×10 thing of class 0 for three frames, a frame without it, then a 6×6 thing
+        // lying inside where it was: IoU 0.36 (≥ the 0.3 threshold, < the 0.5 a class
+        // change needs), all inside its mask and its predicted box.
+        for (label, continues) in [(0, true), (1, false)] {
+            let mut t = Tracker::default();
+            let mut first = None;
+            for _ in 0..3 {
+                let mut s = frame(&[(2, 0, 5, 5, 10)]);
+                t.update(&mut s);
+                first = Some(track_of(&s, 2));
+            }
+            t.update(&mut frame(&[]));
+            let mut s = frame(&[(2, label, 7, 7, 6)]);
+            t.update(&mut s);
+            assert_eq!(Some(track_of(&s, 2)) == first, continues, "class {label}");
+            assert_eq!(label_of(&s, 2).0, label, "a new track keeps the segment's label");
+        }
+        // Far apart (no overlap): a new id whatever the class.
         let mut t = Tracker::default();
         let mut s1 = frame(&[(2, 0, 2, 2, 8)]);
         t.update(&mut s1);
-        let mut s2 = frame(&[(2, 1, 2, 2, 8)]);
+        let mut s2 = frame(&[(2, 1, 25, 15, 8)]);
         t.update(&mut s2);
         assert_ne!(track_of(&s1, 2), track_of(&s2, 2));
+    }
+
+    #[test]
+    fn a_class_change_with_a_strong_overlap_continues_the_track() {
+        let mut t = Tracker::default();
+        let mut s1 = frame(&[(2, 0, 2, 2, 8)]);
+        t.update(&mut s1);
+        let mut s2 = frame(&[(2, 1, 3, 2, 8)]); // IoU 56/72 = 0.78
+        t.update(&mut s2);
+        assert_eq!(track_of(&s1, 2), track_of(&s2, 2));
+        // One vote each: the tie keeps the track's first label.
+        assert_eq!(label_of(&s2, 2), (0, "l0"));
+        assert_eq!(t.relabelled(), &[(2, 1)]);
+    }
+
+    #[test]
+    fn stuff_is_never_relabelled() {
+        let mut t = Tracker::default();
+        let mut s1 = frame(&[]);
+        t.update(&mut s1);
+        let mut s2 = frame(&[]);
+        s2.segments[0].label_id = 8;
+        s2.segments[0].label = "l8".into();
+        t.update(&mut s2);
+        assert_eq!(label_of(&s2, 1), (8, "l8"));
+        assert_ne!(s1.segments[0].track_id, s2.segments[0].track_id, "stuff: one id per class");
+        assert!(t.relabelled().is_empty());
     }
 
     #[test]

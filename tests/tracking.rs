@@ -148,14 +148,22 @@ fn ground_truth_instances_keep_one_track_id() {
     }
 }
 
-/// What `mask2former track=true` gives on the sample model's own output (a report, not a
-/// bar: the sample model segments things but often mislabels their shape, PQ_th ≈ 0.33;
-/// docs/BENCHMARKS.md). Each true instance is matched
-/// per frame to the predicted thing with the highest mask IoU (≥ 0.5); the report counts
-/// the instances ever matched and those whose matches all carry one track id.
+/// What `mask2former track=true` gives on the sample model's own output. Each true
+/// instance is matched per frame to the predicted thing with the highest mask IoU (≥ 0.5);
+/// the report counts the instances ever matched, those whose matches all carry one track
+/// id, the track ids matched to two true instances (swaps) and the extra ids (one per
+/// change of id along an instance's matches).
 ///
-/// Slow (the model over 180 frames, about a minute here) and needs the ONNX Runtime
-/// library: `ORT_DYLIB_PATH=$PWD/.ort/lib/libonnxruntime.so cargo test --test tracking -- --ignored --nocapture`
+/// A report, not a bar: the issue's ≥ 95% (11 of 11 here) is not reached on this model's
+/// output (docs/BENCHMARKS.md, "Tracking on the model's output"). Carrying a track across
+/// a class flip (src/tracking.rs) took it from 1 to 3 of 11 instances and from 26 to 12
+/// extra ids; what is left is the model's masks, not its labels: an object missed for 10–15
+/// frames that comes back elsewhere with another class (a new object, by the tracker's
+/// rules), one mask spanning two objects that slides from one to the other, one object
+/// split into two segments. The ≥ 95% bar applies to the ground-truth run above.
+///
+/// Slow (the model over 180 frames) and needs the ONNX Runtime library:
+/// `ORT_DYLIB_PATH=$PWD/.ort/lib/libonnxruntime.so cargo test --test tracking -- --ignored --nocapture`
 #[test]
 #[ignore = "slow: runs the sample model over the 180 frames of the sample"]
 fn model_output_tracking_report() {
@@ -183,6 +191,9 @@ fn model_output_tracking_report() {
     assert_eq!(predicted.len(), gt.len());
 
     let mut ids_of_truth: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut truth_of_id: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut last_id: HashMap<u64, u64> = HashMap::new();
+    let mut id_changes = 0usize;
     let mut matched = 0usize;
     let mut observations = 0usize;
     for (p, g) in predicted.iter().zip(&gt) {
@@ -210,13 +221,20 @@ fn model_output_tracking_report() {
                 && iou >= 0.5
             {
                 matched += 1;
+                if last_id.insert(truth, tid).is_some_and(|prev| prev != tid) {
+                    id_changes += 1;
+                }
                 ids_of_truth.entry(truth).or_default().insert(tid);
+                truth_of_id.entry(tid).or_default().insert(truth);
             }
         }
     }
     let kept = ids_of_truth.values().filter(|s| s.len() == 1).count();
+    let extra: usize = ids_of_truth.values().map(|s| s.len() - 1).sum();
+    let swaps: Vec<_> = truth_of_id.iter().filter(|(_, t)| t.len() > 1).collect();
     eprintln!(
-        "model output: {matched}/{observations} thing observations matched (IoU >= 0.5); {} of 11 instances ever matched, {kept} of them with one track id; {ids_of_truth:?}",
-        ids_of_truth.len()
+        "model output: {matched}/{observations} thing observations matched (IoU >= 0.5); {} of 11 instances ever matched, {kept} of them with one track id; {extra} extra ids ({id_changes} id changes); {} track ids given to two instances {swaps:?}; ids per instance {ids_of_truth:?}",
+        ids_of_truth.len(),
+        swaps.len()
     );
 }

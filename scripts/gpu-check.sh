@@ -61,13 +61,25 @@ fi
 # gpu-pack.sh keeps the libraries that the GStreamer bundle also has only in gst/lib.
 [ -d "$HERE/gst/lib" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$HERE/gst/lib"
 
+# The test and bench binaries travel xz-compressed: unpack them (the system's xz, else the
+# bundle's).
+BIN=$LOGS/bin; mkdir -p "$BIN"
+XZ=$(command -v xz || echo "$HERE/gst/bin/xz")
+for b in cuda-tests cuda-bench; do
+  if [ -f "$HERE/bin/$b.xz" ]; then
+    env LD_LIBRARY_PATH="$HERE/gst/lib:${LD_LIBRARY_PATH:-}" "$XZ" -dc "$HERE/bin/$b.xz" > "$BIN/$b" && chmod +x "$BIN/$b"
+  elif [ -f "$HERE/bin/$b" ]; then
+    cp "$HERE/bin/$b" "$BIN/$b"
+  fi
+done
+
 status=0
 echo "== equivalence tests (tests/cuda.rs --ignored)"
-timeout "$TIMEOUT" "$HERE/bin/cuda-tests" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOGS/tests.log"
+timeout "$TIMEOUT" "$BIN/cuda-tests" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOGS/tests.log"
 t_rc=${PIPESTATUS[0]}; [ "$t_rc" -ne 0 ] && status=1
 
 echo "== stage benchmark"
-timeout "$TIMEOUT" "$HERE/bin/cuda-bench" --runs 200 --warmup 20 2>&1 | tee "$LOGS/bench.txt"
+timeout "$TIMEOUT" "$BIN/cuda-bench" --runs 200 --warmup 20 2>&1 | tee "$LOGS/bench.txt"
 b_rc=${PIPESTATUS[0]}; [ "$b_rc" -ne 0 ] && status=1
 
 echo "== transformers baseline (optional)"

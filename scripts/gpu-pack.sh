@@ -7,8 +7,9 @@
 #   (copy .gpu/ to the GPU machine, then)  bash .gpu/gpu-check.sh
 #   scripts/gpu-bundle-check.sh                 # here: the GStreamer part runs on its own
 #
-# .gpu/bin/cuda-tests   tests/cuda.rs (CPU↔GPU equivalence), run with --ignored there
-# .gpu/bin/cuda-bench   examples/cuda_bench.rs (CUDA-event stage timings)
+# .gpu/bin/cuda-tests.xz   tests/cuda.rs (CPU↔GPU equivalence), run with --ignored there
+# .gpu/bin/cuda-bench.xz   examples/cuda_bench.rs (CUDA-event stage timings)
+#                          (xz-compressed; gpu-check.sh unpacks them)
 # .gpu/gst/             GStreamer 1.22 runtime (scripts/gst-bundle.sh; env.sh is its launcher)
 # .gpu/gst/segstream/   libgstsegstream.so (cargo build --release -p gst-segstream, with
 #                       --features cuda when that crate has such a feature)
@@ -39,8 +40,8 @@ KEEP=$(mktemp -d); trap 'rm -rf "$KEEP"' EXIT
 tests_exe="" bench_exe=""
 if [ "$SKIP_BUILD" = 1 ]; then
   echo "== GPU_PACK_SKIP_BUILD=1: no cargo"
-  if [ -f "$OUT/bin/cuda-tests" ] && [ -f "$OUT/bin/cuda-bench" ]; then
-    cp "$OUT/bin/cuda-tests" "$OUT/bin/cuda-bench" "$KEEP/"
+  if [ -f "$OUT/bin/cuda-tests.xz" ] && [ -f "$OUT/bin/cuda-bench.xz" ]; then
+    xz -dc "$OUT/bin/cuda-tests.xz" > "$KEEP/cuda-tests" && xz -dc "$OUT/bin/cuda-bench.xz" > "$KEEP/cuda-bench"
     tests_exe=$KEEP/cuda-tests bench_exe=$KEEP/cuda-bench
   else
     warn "no .gpu/bin/cuda-tests + cuda-bench to reuse: they are left out (run without GPU_PACK_SKIP_BUILD to build them)"
@@ -84,6 +85,9 @@ for b in "$OUT/bin/"*; do [ -f "$b" ] || continue; echo "== $b"; ldd "$b" || tru
 { grep -oE '=> /[^ ]+' "$OUT/ldd.txt" || true; } | cut -c4- | sort -u |
   { grep -vE '/(libc|libm|libdl|librt|libpthread|libgcc_s|ld-linux[^/]*)\.so' || true; } |
   while read -r lib; do cp -L "$lib" "$OUT/lib/"; done
+# The binaries travel xz-compressed (12 → 1.4 MiB each: without that the sample model does
+# not fit); gpu-check.sh unpacks them into its log folder.
+for b in "$OUT/bin/"*; do [ -f "$b" ] && [ "${b%.xz}" = "$b" ] && xz -T2 -6 -f "$b"; done
 
 # GStreamer runtime + our plugin + ONNX Runtime
 echo "== GStreamer bundle"
@@ -132,8 +136,8 @@ add_sample samples/shapes.mp4
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 echo "== sizes"
 part() { [ -e "$2" ] && printf '  %-34s %s\n' "$1" "$(mib "$(bytes "$2")")"; return 0; }
-part "bin/cuda-tests" "$OUT/bin/cuda-tests"
-part "bin/cuda-bench" "$OUT/bin/cuda-bench"
+part "bin/cuda-tests.xz" "$OUT/bin/cuda-tests.xz"
+part "bin/cuda-bench.xz" "$OUT/bin/cuda-bench.xz"
 part "lib/ (libraries of the binaries)" "$OUT/lib"
 printf '  %-34s %s\n' "gst/ GStreamer runtime" "$(mib $(( $(bytes "$OUT/gst") - $(bytes "$OUT/gst/segstream" "$OUT/gst/ort") )))"
 part "gst/segstream/libgstsegstream.so" "$OUT/gst/segstream/libgstsegstream.so"

@@ -13,7 +13,7 @@ STAMP := .dev
 DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
 	libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
-	gstreamer1.0-rtsp libgstrtspserver-1.0-dev
+	gstreamer1.0-rtsp libgstrtspserver-1.0-dev mosquitto redis-server
 
 .PHONY: setup deps-deb deps-py ort build demo test test-rust test-python clean-out bench-compare pq-compare
 

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod broker;
 pub mod cuda;
 pub mod elements;
 pub mod error;

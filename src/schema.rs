@@ -10,7 +10,7 @@ pub const FRAME_SCHEMA: &str = "segstream.frame/1";
 
 /// COCO compressed RLE, as pycocotools writes it: `size` is `[height, width]`, `counts`
 /// the LEB128-like string of column-major run lengths.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RleJson {
     pub size: [u32; 2],
     pub counts: String,
@@ -28,6 +28,9 @@ pub struct SegmentRecord {
     pub bbox: [u32; 4],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_id: Option<u64>,
+    /// Empty (size `[0, 0]`, no counts) in summary records (`segpublish masks=false`),
+    /// which then have no `mask` key.
+    #[serde(default, skip_serializing_if = "RleJson::is_empty")]
     pub mask: RleJson,
 }
 
@@ -62,6 +65,11 @@ pub struct FrameInfo {
 }
 
 impl RleJson {
+    /// The placeholder of summary records (no mask).
+    pub fn is_empty(&self) -> bool {
+        self.size == [0, 0] && self.counts.is_empty()
+    }
+
     /// The JSON form of an RLE (compressed counts string).
     pub fn from_rle(rle: &Rle) -> RleJson {
         RleJson { size: rle.size, counts: rle.to_compressed() }
@@ -80,12 +88,18 @@ impl FrameRecord {
     ///
     /// [`Segment`]: crate::segmentation::Segment
     pub fn new(seg: &Segmentation, info: &FrameInfo) -> FrameRecord {
-        let rles = seg.rles();
+        FrameRecord::with_masks(seg, info, true)
+    }
+
+    /// [`new`](Self::new), or with `masks` false a summary record: segments without
+    /// `mask` (no RLE is computed).
+    pub fn with_masks(seg: &Segmentation, info: &FrameInfo, masks: bool) -> FrameRecord {
+        let rles = if masks { seg.rles() } else { Vec::new() };
         let segments = seg
             .segments
             .iter()
-            .zip(&rles)
-            .map(|(s, rle)| SegmentRecord {
+            .enumerate()
+            .map(|(i, s)| SegmentRecord {
                 id: s.id,
                 label_id: s.label_id,
                 label: s.label.clone(),
@@ -94,7 +108,7 @@ impl FrameRecord {
                 area: s.area,
                 bbox: s.bbox,
                 track_id: s.track_id,
-                mask: RleJson::from_rle(rle),
+                mask: rles.get(i).map(RleJson::from_rle).unwrap_or_default(),
             })
             .collect();
         FrameRecord {

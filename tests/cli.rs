@@ -321,3 +321,125 @@ fn folder_batch_reports_a_bad_file_and_goes_on() {
         "summary table: {stdout}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Batch jobs across machines: --shard I/N, @LIST, globs, the per-shard summary
+
+#[test]
+fn bad_shard_values_are_one_line_errors() {
+    let d = workdir("shard-args");
+    for (value, needle) in [
+        ("4/4", "0-based"),
+        ("0/0", "at least 1"),
+        ("x", "I/N"),
+        ("-1/2", "I/N"),
+        ("1/", "I/N"),
+        ("1/2/3", "I/N"),
+    ] {
+        let flag = format!("--shard={value}");
+        let out = segstream(&d, &["run", "x.mp4", &flag], SHORT);
+        assert_one_line_error(&out, &["--shard", needle]);
+    }
+    assert!(finished_outputs(&d).is_empty());
+}
+
+#[test]
+fn list_file_errors_are_one_line() {
+    let d = workdir("list-file");
+    let out = segstream(&d, &["run", "@no/such/list.txt"], SHORT);
+    assert_one_line_error(&out, &["list file not found", "no/such/list.txt"]);
+
+    let dir = inputs(&d);
+    std::fs::write(dir.join("a.mp4"), "x").unwrap();
+    // Relative to the list's folder (inputs/), comments and blank lines skipped.
+    std::fs::write(dir.join("list.txt"), "# batch\n\na.mp4\n\nmissing.mp4\n").unwrap();
+    let out = segstream(&d, &["run", "@inputs/list.txt", "--shard", "0/2"], SHORT);
+    assert_one_line_error(&out, &["input not found", "inputs/missing.mp4", "inputs/list.txt line 5"]);
+
+    let out = segstream(&d, &["run", "inputs/*.mkv"], SHORT);
+    assert_one_line_error(&out, &["no files match", "inputs/*.mkv"]);
+
+    std::fs::write(dir.join("empty.txt"), "# nothing today\n\n").unwrap();
+    let out = segstream(&d, &["run", "@inputs/empty.txt"], SHORT);
+    assert_one_line_error(&out, &["no inputs", "@inputs/empty.txt"]);
+    assert!(finished_outputs(&d).is_empty());
+}
+
+#[test]
+fn empty_shard_succeeds_and_writes_its_summary() {
+    let d = workdir("shard-empty");
+    let dir = inputs(&d);
+    for n in ["b.mp4", "a.mp4"] {
+        std::fs::write(dir.join(n), "x").unwrap();
+    }
+    std::fs::write(dir.join("list.txt"), "a.mp4\n").unwrap();
+    // Two inputs (a.mp4 listed twice: deduplicated), shard 2 of 3 is empty. The model is
+    // never opened, so this runs without it.
+    let out = segstream(
+        &d,
+        &["run", "inputs/*.mp4", "@inputs/list.txt", "--shard", "2/3", "--model", "nope.onnx"],
+        SHORT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("shard 2/3 has no inputs"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/shard-2-of-3.json")).unwrap()).unwrap();
+    assert_eq!(summary["schema"], "segstream.shard/1");
+    assert_eq!(summary["shard"]["index"], 2);
+    assert_eq!(summary["shard"]["count"], 3);
+    assert_eq!(summary["inputs_total"], 2);
+    assert_eq!(summary["inputs"].as_array().unwrap().len(), 0);
+    assert_eq!(summary["totals"]["inputs"], 0);
+    assert!(finished_outputs(&d).is_empty());
+}
+
+#[test]
+fn shards_together_cover_every_input_once() {
+    let model = need_model!("shards_together_cover_every_input_once");
+    let d = workdir("shards");
+    let dir = inputs(&d);
+    for (sub, name, pattern) in [("x", "a", "ball"), ("x", "b", "smpte"), ("y", "a", "snow")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        make_video(&dir.join(sub).join(format!("{name}.mp4")), 2, 160, 120, pattern);
+    }
+    // Sorted: x/a, x/b, y/a -> shard 0 takes x/a and y/a, shard 1 x/b. Output names are
+    // chosen over the whole list (y/a.mp4 -> a-2), so the shards never collide.
+    let mut taken = Vec::new();
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let out = segstream(
+            &d,
+            &[
+                "run",
+                "inputs/*/*.mp4",
+                "--shard",
+                &shard,
+                "--no-overlay",
+                "--json",
+                "results",
+                "--model",
+                model.to_str().unwrap(),
+                "--threads",
+                "2",
+            ],
+            Duration::from_secs(300),
+        );
+        assert!(out.status.success(), "shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
+        let path = d.join(format!("results/shard-{i}-of-2.json"));
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(s["inputs_total"], 3);
+        assert!(s["error"].is_null());
+        for input in s["inputs"].as_array().unwrap() {
+            assert_eq!(input["status"], "ok", "{input}");
+            assert_eq!(input["frames"], 2);
+            assert_eq!(input["outputs"].as_array().unwrap().len(), 1);
+            taken.push(input["input"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(s["totals"]["frames"], 2 * s["inputs"].as_array().unwrap().len() as u64);
+    }
+    assert_eq!(taken, ["inputs/x/a.mp4", "inputs/y/a.mp4", "inputs/x/b.mp4"]);
+    for name in ["a", "a-2", "b"] {
+        assert!(d.join(format!("results/{name}.jsonl")).is_file(), "results/{name}.jsonl");
+    }
+}

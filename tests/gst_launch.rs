@@ -145,8 +145,8 @@ fn tmp(name: &str) -> common::WorkDir {
 }
 
 #[test]
-fn inspect_lists_the_three_elements_and_their_properties() {
-    let (env, _) = env_or_skip!("inspect_lists_the_three_elements_and_their_properties", false);
+fn inspect_lists_the_four_elements_and_their_properties() {
+    let (env, _) = env_or_skip!("inspect_lists_the_four_elements_and_their_properties", false);
     let out = env.run("gst-inspect-1.0", &["segstream"], Duration::from_secs(60));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -154,12 +154,12 @@ fn inspect_lists_the_three_elements_and_their_properties() {
         "gst-inspect-1.0 segstream failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for e in ["mask2former", "segoverlay", "segmetaenc"] {
+    for e in ["mask2former", "segoverlay", "segmetaenc", "segpublish"] {
         assert!(text.contains(e), "{e} missing from:\n{text}");
     }
-    assert!(text.contains("3 elements"), "{text}");
+    assert!(text.contains("4 elements"), "{text}");
 
-    let props: [(&str, &[&str]); 3] = [
+    let props: [(&str, &[&str]); 4] = [
         (
             "mask2former",
             &[
@@ -184,10 +184,13 @@ fn inspect_lists_the_three_elements_and_their_properties() {
                 "batch-timeout",
                 "batch-stats",
                 "stats",
+                "cuda-device-id",
+                "processing",
             ],
         ),
-        ("segoverlay", &["alpha", "contours", "labels", "color-by"]),
+        ("segoverlay", &["alpha", "contours", "labels", "color-by", "cuda-device-id"]),
         ("segmetaenc", &["stream-name"]),
+        ("segpublish", &["location", "stream-name", "masks", "qos", "overflow", "queue-size", "stats"]),
     ];
     for (element, names) in props {
         let out = env.run("gst-inspect-1.0", &[element], Duration::from_secs(60));

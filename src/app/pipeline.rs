@@ -277,6 +277,12 @@ pub fn probe(source: &Source, timeout: Duration) -> Result<Probe> {
     })
 }
 
+/// `run --publish URL...`: the URLs checked before any work (a bad one is one error that
+/// shows it without credentials).
+pub fn parse_publish(urls: &[String]) -> Result<Vec<crate::broker::BrokerUrl>> {
+    urls.iter().map(|u| crate::broker::BrokerUrl::parse(u).map_err(|e| anyhow!("--publish: {e}"))).collect()
+}
+
 /// Final output paths of one source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outputs {
@@ -768,6 +774,25 @@ pub fn install_signal_handlers() {
 }
 
 impl SegPipeline {
+    /// `run --publish`: one `queue ! segpublish` branch per broker URL on the tee, named
+    /// `stream` (the records' `stream` field and `{stream}` in the topic / key). Call before
+    /// [`run`](Self::run); a broker that cannot be reached fails the run when it starts.
+    pub fn publish(&self, urls: &[crate::broker::BrokerUrl], stream: &str) -> Result<()> {
+        let tee = self.pipeline.by_name("tee").context("the run pipeline has no tee")?;
+        for (i, url) in urls.iter().enumerate() {
+            let q = make("queue", None)?;
+            let sink = make("segpublish", Some(&format!("publish{i}")))?;
+            // Credentials travel in the property (never printed: the element redacts).
+            sink.set_property("location", url.to_url_string());
+            sink.set_property("stream-name", stream);
+            sink.set_property("async", false);
+            self.pipeline.add_many([&q, &sink])?;
+            q.link(&sink).with_context(|| format!("cannot link the publisher for {}", url.redacted()))?;
+            tee.link(&q).with_context(|| format!("cannot link the publisher for {}", url.redacted()))?;
+        }
+        Ok(())
+    }
+
     pub fn outputs(&self) -> &Outputs {
         &self.outputs
     }

@@ -1,4 +1,4 @@
-//! GStreamer elements: `mask2former`, `segoverlay`, `segmetaenc`, and the
+//! GStreamer elements: `mask2former`, `segoverlay`, `segmetaenc`, `segpublish`, and the
 //! [`SegmentationMeta`] that carries results between them.
 //!
 //! - [`register`] registers the elements in a plugin (the cdylib in `plugins/gst-segstream`
@@ -11,6 +11,7 @@ pub mod mask2former;
 pub mod meta;
 pub mod segmetaenc;
 pub mod segoverlay;
+pub mod segpublish;
 
 use std::sync::OnceLock;
 
@@ -22,6 +23,7 @@ pub use mask2former::Mask2Former;
 pub use meta::{SegmentationInfo, SegmentationMeta};
 pub use segmetaenc::SegMetaEnc;
 pub use segoverlay::SegOverlay;
+pub use segpublish::SegPublish;
 
 /// Name of the plugin (both the cdylib and the static registration).
 pub const PLUGIN_NAME: &str = "segstream";
@@ -40,6 +42,7 @@ fn register_elements(plugin: Option<&gst::Plugin>) -> Result<(), glib::BoolError
     mask2former::register(plugin)?;
     segoverlay::register(plugin)?;
     segmetaenc::register(plugin)?;
+    segpublish::register(plugin)?;
     Ok(())
 }
 
@@ -57,7 +60,7 @@ pub fn register_static() -> Result<(), glib::BoolError> {
                 gst::subclass::MAJOR_VERSION,
                 gst::subclass::MINOR_VERSION,
                 c"segstream".as_ptr(),
-                c"Real-time Mask2Former segmentation: mask2former, segoverlay, segmetaenc".as_ptr(),
+                c"Real-time Mask2Former segmentation: mask2former, segoverlay, segmetaenc, segpublish".as_ptr(),
                 Some(static_plugin_init),
                 concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const _,
                 c"MIT/X11".as_ptr(),

@@ -12,6 +12,7 @@ use gstreamer::prelude::GstBinExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use segstream::app::eval::coco;
+use segstream::app::shard::{self, InputSummary, Shard, Summary};
 use segstream::app::pipeline::{
     self, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS, percentile,
 };
@@ -26,8 +27,21 @@ use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Video files, folders (every video in them), images, URIs (rtsp://, http://,
-    /// file://) or cameras (/dev/video0). Default: the shipped sample.
+    /// file://) or cameras (/dev/video0); globs the shell did not expand ('videos/*.mp4');
+    /// @LIST: a file with one input a line (blank lines and # comments skipped, relative
+    /// paths relative to the list's folder). Default: the shipped sample.
     pub inputs: Vec<String>,
+    /// Take only part I (0-based) of N of the inputs, for N workers sharing a batch: the
+    /// expanded inputs sorted by path and deduplicated, the k-th going to shard k mod N.
+    /// Output names are chosen over the whole list, so shards never collide.
+    /// (Checked in `run`, for a one-line error.)
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Write a JSON summary of the run (inputs taken, status, frames, seconds and outputs of
+    /// each, totals). Default with --shard: shard-I-of-N.json in the output folder (-o, else
+    /// --json, else out/).
+    #[arg(long, value_name = "PATH.json")]
+    pub summary: Option<PathBuf>,
     /// Overlay output (.mp4, .mkv, .mov, .png, .jpg); a folder with several inputs.
     /// Default: out/NAME.mp4 (out/NAME.png for an image).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
@@ -107,6 +121,13 @@ pub struct RunArgs {
     /// `:8554/seg` (all interfaces) or `127.0.0.1:8554/seg`. One input only.
     #[arg(long, value_name = "[HOST]:PORT/PATH", value_parser = parse_rtsp_out)]
     pub rtsp_out: Option<segstream::app::rtsp_out::RtspOut>,
+    /// Also publish each frame's record to a broker (repeatable):
+    /// mqtt://[user:pass@]host:port/topic[?qos=0&masks=false] or
+    /// redis://[user:pass@]host:port/key[?maxlen=N&masks=false]; {stream} in the topic / key
+    /// is the input's name. Credentials may come from SEGSTREAM_BROKER_USER /
+    /// SEGSTREAM_BROKER_PASSWORD instead (not visible in `ps`).
+    #[arg(long, value_name = "URL")]
+    pub publish: Vec<String>,
 }
 
 fn parse_rtsp_out(s: &str) -> Result<segstream::app::rtsp_out::RtspOut, String> {
@@ -267,6 +288,8 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 fn run_inner(args: RunArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs_f64(args.timeout);
+    // --publish URLs are checked before any work.
+    pipeline::parse_publish(&args.publish)?;
     let inputs = if args.inputs.is_empty() {
         let sample = find_shipped(SAMPLE_VIDEO)
             .ok_or_else(|| anyhow!("no INPUT given and the sample {SAMPLE_VIDEO} was not found"))?;
@@ -275,19 +298,44 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         args.inputs.clone()
     };
 
-    // 1. Inputs exist.
-    let mut sources = Vec::new();
-    for i in &inputs {
-        sources.extend(Source::expand(i)?);
+    // 1. Inputs exist (list files and globs expanded, folders listed); with --shard, this
+    //    worker's part of the sorted, deduplicated list (see segstream::app::shard).
+    let shard: Option<Shard> =
+        args.shard.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow!(e))?;
+    let mut sources = segstream::app::inputs::expand_sources(&inputs)?;
+    let mut inputs_total = sources.len();
+    if inputs_total == 0 && shard.is_none() {
+        // Only from list files with no entries (with --shard, a shard with none is fine).
+        bail!("no inputs: the list files name none ({})", inputs.join(" "));
     }
-    if sources.len() > 1 && (args.coco_panoptic.is_some() || args.coco_instances.is_some()) {
-        bail!("--coco-panoptic and --coco-instances take one input ({} given)", sources.len());
+    let mut shard_plans = None;
+    if let Some(shard) = shard {
+        let all = shard::sorted_unique(sources, |s| s.display());
+        inputs_total = all.len();
+        // Output names over the whole list: two shards never pick the same name.
+        let all_plans = plan_outputs(&all, &args)?;
+        let (mine, plans): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .zip(all_plans)
+            .enumerate()
+            .filter(|(k, _)| shard.takes(*k))
+            .map(|(_, p)| p)
+            .unzip();
+        sources = mine;
+        shard_plans = Some(plans);
     }
-    if args.rtsp_out.is_some() && sources.len() > 1 {
+    if inputs_total > 1 && (args.coco_panoptic.is_some() || args.coco_instances.is_some()) {
+        bail!("--coco-panoptic and --coco-instances take one input ({inputs_total} given)");
+    }
+    if args.rtsp_out.is_some() && inputs_total > 1 {
         bail!("--rtsp-out serves one stream: give one input");
     }
     // 2. Outputs can be written.
-    let plans = plan_outputs(&sources, &args)?;
+    let plans = match shard_plans {
+        Some(p) => p,
+        None => plan_outputs(&sources, &args)?,
+    };
+    let summary_path = summary_path(&args, shard);
     if let Some(d) = &args.coco_panoptic {
         std::fs::create_dir_all(d).map_err(|e| anyhow!("cannot create {}: {e}", d.display()))?;
     }
@@ -297,8 +345,29 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     for o in &plans {
         o.check_writable()?;
     }
+    if let Some(path) = &summary_path {
+        // Written now (every input "not started") to find out early that it can be.
+        let pending: Vec<Item> = sources
+            .iter()
+            .map(|s| Item {
+                source: s.clone(),
+                outputs: Outputs::default(),
+                probe: Err(NOT_STARTED.into()),
+                report: None,
+            })
+            .collect();
+        write_summary(path, shard, inputs_total, &pending, None)?;
+    }
+    if sources.is_empty() {
+        // Only with --shard: the other shards took every input.
+        eprintln!(
+            "segstream: note: shard {} has no inputs ({inputs_total} in all, taken by the other shards); nothing to do",
+            shard.map(|s| s.to_string()).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // 3. Inputs open and hold video (a failing input of a batch is reported, the rest go on).
-    let batch = sources.len() > 1;
+    let batch = sources.len() > 1 || shard.is_some();
     let mut items: Vec<Item> = Vec::new();
     for (source, outputs) in sources.into_iter().zip(plans) {
         let probe = pipeline::probe(&source, timeout).map_err(|e| e.to_string());
@@ -315,6 +384,21 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             report: None,
         });
     }
+    let result = run_items(&args, &mut items, batch, timeout);
+    if let Some(path) = &summary_path {
+        let error = result.as_ref().err().map(|e| pipeline::one_line(&format!("{e:#}")));
+        let written = write_summary(path, shard, inputs_total, &items, error);
+        // The run's own error comes first; then the summary's.
+        let code = result?;
+        written?;
+        println!("summary: {}", path.display());
+        return Ok(code);
+    }
+    result
+}
+
+/// Steps 4 and on: the model, then every input that opened.
+fn run_items(args: &RunArgs, items: &mut [Item], batch: bool, timeout: Duration) -> Result<ExitCode> {
     if items.iter().all(|i| i.probe.is_err()) {
         bail!("none of the {} inputs could be opened", items.len());
     }
@@ -328,7 +412,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     if !model.is_file() {
         bail!("model not found: {}", model.display());
     }
-    let settings = element_settings(&args, &model);
+    let settings = element_settings(args, &model);
     let cfg = SegmenterConfig::from_settings(&model, &settings);
     let first = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
     // The default (onnxruntime, auto) falls back to the CPU quietly, as it always has; a
@@ -378,6 +462,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
                 continue;
             }
         };
+        built.publish(&pipeline::parse_publish(&args.publish)?, &item.source.display())?;
         // Stopped when dropped, at the end of this input.
         let _rtsp_server = match &args.rtsp_out {
             Some(out) => {
@@ -412,7 +497,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
             segmenter = Some(s);
         }
         if report.outcome == Outcome::Complete
-            && let Err(e) = write_coco(&args, &item.outputs, &labels)
+            && let Err(e) = write_coco(args, &item.outputs, &labels)
         {
             let msg = format!("{}: {}", item.source.display(), pipeline::one_line(&format!("{e:#}")));
             item.report = Some(RunReport { outcome: Outcome::Failed(msg.clone()), ..report });
@@ -453,7 +538,7 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
         item.report = Some(report);
     }
     if batch {
-        print_summary(&items);
+        print_summary(items);
     }
 
     let failed = items.iter().filter(|i| i.error().is_some()).count();
@@ -476,6 +561,52 @@ fn run_inner(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Why an input was not run.
+const NOT_STARTED: &str = "not started";
+
+/// `--summary`, or with `--shard` the default `shard-I-of-N.json` in the output folder.
+fn summary_path(args: &RunArgs, shard: Option<Shard>) -> Option<PathBuf> {
+    args.summary.clone().or_else(|| {
+        let shard = shard?;
+        let dir = match (&args.output, &args.json) {
+            (Some(o), _) if !args.no_overlay => o.clone(),
+            (_, Some(j)) => j.clone(),
+            _ => PathBuf::from("out"),
+        };
+        // A single-input run may name a file with -o / --json: then its folder.
+        let dir = if media_ext(&dir) { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
+        Some(dir.join(shard.file_name()))
+    })
+}
+
+/// The per-shard summary (`segstream.shard/1`, see segstream::app::shard::Summary).
+fn write_summary(path: &Path, shard: Option<Shard>, inputs_total: usize, items: &[Item], error: Option<String>) -> Result<()> {
+    let inputs = items
+        .iter()
+        .map(|i| {
+            let not_started = i.report.is_none() && matches!(&i.probe, Err(e) if e.starts_with(NOT_STARTED));
+            let (status, error) = match (i.error(), &i.report) {
+                _ if not_started => (NOT_STARTED, None),
+                (Some(e), _) => ("failed", Some(pipeline::one_line(&e))),
+                (None, Some(RunReport { outcome: Outcome::Interrupted, .. })) => ("interrupted", None),
+                (None, Some(_)) => ("ok", None),
+                (None, None) => (NOT_STARTED, None),
+            };
+            InputSummary {
+                input: i.source.display(),
+                status: status.into(),
+                error,
+                frames: i.report.as_ref().map_or(0, |r| r.frames),
+                seconds: i.report.as_ref().map_or(0.0, |r| (r.wall.as_secs_f64() * 1000.0).round() / 1000.0),
+                outputs: i.report.as_ref().map(|r| r.written.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Summary::new(shard, inputs_total, inputs, error)
+        .write(path)
+        .map_err(|e| anyhow!("cannot write the summary {}: {e}", path.display()))
 }
 
 /// `--coco-panoptic` / `--coco-instances`: converted from the JSON Lines just written.

@@ -20,6 +20,18 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 pub const NDJSON_CAPS: &str = "application/x-ndjson";
 
+/// The `segstream.frame/1` record (one JSON line, no newline) of a buffer's meta: what
+/// `segmetaenc` writes and `segpublish` publishes. `masks` false: a summary record.
+pub(crate) fn record_line(
+    meta: &gst::MetaRef<'_, SegmentationMeta>,
+    pts: Option<gst::ClockTime>,
+    stream: &str,
+    masks: bool,
+) -> String {
+    let info = meta.info().frame_info(stream, pts.map(|t| t.nseconds()));
+    FrameRecord::with_masks(meta.segmentation(), &info, masks).to_json_line()
+}
+
 #[derive(Debug, Clone, Default)]
 struct Settings {
     /// `None`: the element's name.
@@ -59,10 +71,7 @@ impl SegMetaEnc {
             lock(&self.state).get_or_insert_with(State::default).skipped += 1;
             return Ok(gst::FlowSuccess::Ok);
         };
-        let pts = buffer.pts().map(|t| t.nseconds());
-        let info = meta.info().frame_info(&self.stream_name(), pts);
-        let record = FrameRecord::new(meta.segmentation(), &info);
-        let mut line = record.to_json_line();
+        let mut line = record_line(&meta, buffer.pts(), &self.stream_name(), true);
         line.push('\n');
         let mut out = gst::Buffer::from_mut_slice(line.into_bytes());
         if let Some(out) = out.get_mut() {

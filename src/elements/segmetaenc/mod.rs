@@ -15,6 +15,8 @@
 
 mod imp;
 
+pub(crate) use imp::record_line;
+
 use gst::glib;
 use gst::prelude::*;
 use gstreamer as gst;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::util::lock;
+use crate::util::{RECONNECT_FIRST_DELAY as BACKOFF_START, RECONNECT_MAX_DELAY as BACKOFF_MAX, lock};
 
 /// Environment variables read when the URL holds no credentials.
 pub const USER_ENV: &str = "SEGSTREAM_BROKER_USER";
@@ -32,8 +32,6 @@ pub const DEFAULT_MAXLEN: u64 = 100_000;
 /// Records handed to the broker but not yet confirmed, at most (MQTT in-flight window,
 /// Redis pipeline batch).
 const WINDOW: usize = 64;
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum BrokerError {

@@ -46,3 +46,9 @@ mod tests {
         assert_eq!(*lock(&m), 2);
     }
 }
+
+/// First delay before reconnecting to something that dropped (a live source, a broker);
+/// the delay doubles after each failed attempt up to [`RECONNECT_MAX_DELAY`].
+pub const RECONNECT_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest delay between reconnection attempts.
+pub const RECONNECT_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(8);

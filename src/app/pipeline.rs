@@ -358,10 +358,8 @@ struct LiveState {
     backwards: AtomicU64,
 }
 
-/// First delay before rebuilding a dropped live source.
-pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
-/// Longest delay between reconnection attempts.
-pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(8);
+/// The reconnection back-off of live sources (the same as the brokers').
+pub use crate::util::{RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY};
 
 /// Make a `uridecodebin` for `uri` whose first video pad links to `head_sink`; any other
 /// pad goes to a fakesink.

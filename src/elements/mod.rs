@@ -105,6 +105,12 @@ pub(crate) fn ensure_cuda_context(
     Ok(())
 }
 
+/// Raw video in any memory (system, CUDA, ...): what the meta consumers (`segmetaenc`,
+/// `segpublish`) take; they read the `SegmentationMeta`, never the pixels.
+pub(crate) fn any_video_caps() -> gst::Caps {
+    gst::Caps::builder_full().structure_with_any_features(gst::Structure::new_empty("video/x-raw")).build()
+}
+
 /// Pad templates of the in-place video filters (`mask2former`, `segoverlay`): the same
 /// caps on `src` and `sink`.
 pub(crate) fn video_filter_templates() -> Vec<gst::PadTemplate> {

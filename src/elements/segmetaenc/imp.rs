@@ -239,9 +239,7 @@ impl ElementImpl for SegMetaEnc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder_full()
-                .structure_with_any_features(gst::Structure::new_empty("video/x-raw"))
-                .build();
+            let sink_caps = crate::elements::any_video_caps();
             let src_caps = gst::Caps::builder(NDJSON_CAPS).build();
             vec![
                 gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps)

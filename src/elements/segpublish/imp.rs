@@ -284,7 +284,7 @@ impl ElementImpl for SegPublish {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::builder_full().structure_with_any_features(gst::Structure::new_empty("video/x-raw")).build();
+            let caps = crate::elements::any_video_caps();
             vec![gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).expect("valid sink template")]
         });
         TEMPLATES.as_ref()

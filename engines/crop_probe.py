@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--json", help="write the accuracy curve to this file")
+    ap.add_argument("--save", help="write the trained backbone and classifier (torch state dicts) to this file: "
+                    "train_sample.py --init-backbone starts the Mask2Former from it")
     a = ap.parse_args(argv)
     if a.jitter < 0 or a.steps < 1 or a.frames < 1 or a.val_frames < 1 or a.eval_every < 1:
         print("error: need --jitter >= 0 and positive --steps, --frames, --val-frames, --eval-every",
@@ -126,6 +128,11 @@ def main(argv=None) -> int:
                           "s": round(time.time() - t1, 1)})
             print(f"{step:6d} {run / n:7.4f} {acc:9.3f} {tr:10.3f} {time.time() - t1:6.0f}", flush=True)
             run = 0.0
+    if a.save:
+        torch.save({"backbone": model.backbone.state_dict(), "head": model.head.state_dict(),
+                    "widths": a.widths, "depths": a.depths, "jitter": a.jitter, "steps": a.steps,
+                    "train_crops": len(xtr), "eval_accuracy": curve[-1]["eval_accuracy"]}, a.save)
+        print(f"saved the backbone and classifier to {a.save}", file=sys.stderr)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "train_crops": len(xtr), "eval_crops": len(xva), "curve": curve}, f, indent=2)

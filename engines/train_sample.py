@@ -208,7 +208,7 @@ class SemanticHeads:
 
     def __init__(self, hidden: int, num_labels: int, levels: int, device):
         import torch
-        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(hidden, num_labels, 1) for _ in range(levels)).to(device)
+        self.heads = self.convs = torch.nn.ModuleList(torch.nn.Conv2d(hidden, num_labels, 1) for _ in range(levels)).to(device)
 
     def parameters(self):
         return self.convs.parameters()
@@ -246,7 +246,7 @@ class PooledHeads:
 
     def __init__(self, hidden: int, num_labels: int, levels: int, device):
         import torch
-        self.linears = torch.nn.ModuleList(torch.nn.Linear(hidden, num_labels) for _ in range(levels)).to(device)
+        self.heads = self.linears = torch.nn.ModuleList(torch.nn.Linear(hidden, num_labels) for _ in range(levels)).to(device)
 
     def parameters(self):
         return self.linears.parameters()
@@ -359,6 +359,18 @@ def parse_args(argv=None):
                          "batch's things, moved by up to --crop-jitter pixels (training only; 0: off)")
     ap.add_argument("--crop-jitter", type=int, default=16, help="max offset of an auxiliary crop's centre, pixels per axis")
     ap.add_argument("--crop-copies", type=int, default=2, help="auxiliary crops per thing, each with its own offset")
+    ap.add_argument("--init-backbone",
+                    help="start the backbone (and the --crop-weight classifier) from this file, written by "
+                         "crop_probe.py --save: the staged recipe's first stage")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="every N Mask2Former steps, write OUT/resume.pt (weights, optimizer, step, clock, "
+                         "random state) and the checkpoint folder OUT/last (0: off)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/resume.pt when it exists (same arguments): the run goes on with "
+                         "the next items, the same schedule and the clock it had")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="stop after N Mask2Former steps of this invocation, writing OUT/resume.pt, to be "
+                         "continued with --resume (a long run split over several sittings; 0: off)")
     ap.add_argument("--data-cache", help="read training items from this folder (written by engines/sweep.py "
                     "with write_cache for the same seed and size) instead of generating them")
     a = ap.parse_args(argv)
@@ -568,6 +580,16 @@ def main(argv=None) -> int:
     pooled = PooledHeads(model.config.feature_size, len(shapes.LABELS), 3, device) if a.pooled_weight > 0 else None
     backbone = model.model.pixel_level_module.encoder
     crop = CropHead(backbone.channels[-1], a.crop_jitter, a.crop_copies, a.seed, device) if a.crop_weight > 0 else None
+    if a.init_backbone:
+        stage1 = torch.load(a.init_backbone, map_location=device)
+        try:
+            backbone.load_state_dict(stage1["backbone"])
+            if crop is not None:
+                crop.linear.load_state_dict(stage1["head"])
+        except (KeyError, RuntimeError) as e:
+            die(f"--init-backbone {a.init_backbone}: not a backbone of this model ({e})")
+        print(f"backbone from {a.init_backbone} (crop accuracy {stage1.get('eval_accuracy', float('nan')):.3f})",
+              file=sys.stderr)
     decay, no_decay = [], []  # no weight decay on norms, biases, embeddings and tables
     no_decay_suffix = ("relative_position_bias_table", "level_embed", "level_embed.weight", "queries_embedder.weight",
                        "queries_features.weight", "position_embeddings")
@@ -604,8 +626,28 @@ def main(argv=None) -> int:
             ds.use_cache(a.data_cache)
         except (OSError, ValueError, KeyError) as e:
             die(f"--data-cache: {e}")
+    resume_path = os.path.join(a.out, "resume.pt")
+    resumed = None
+    if a.resume and os.path.exists(resume_path):
+        resumed = torch.load(resume_path, map_location=device, weights_only=False)
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        for name, heads in (("semantic", sem), ("pooled", pooled)):
+            if heads is not None:
+                for m, st in zip(heads.heads, resumed[name]):
+                    m.load_state_dict(st)
+        if crop is not None:
+            crop.linear.load_state_dict(resumed["crop"])
+            crop.rng.bit_generator.state = resumed["crop_rng"]
+        # the items already used are skipped: item k is the same whatever came before it
+        first = (a.pretrain_steps + resumed["step"]) * a.batch_size
+        ds_iter = torch.utils.data.Subset(ds, range(first, len(ds)))
+        print(f"resuming {resume_path} at step {resumed['step']} ({resumed['main_s']:.0f} s of training done)",
+              file=sys.stderr)
+    else:
+        ds_iter = ds
     dl = torch.utils.data.DataLoader(
-        ds, batch_size=a.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        ds_iter, batch_size=a.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         persistent_workers=False, prefetch_factor=2 if workers else None,
         pin_memory=device.type == "cuda", drop_last=False)
 
@@ -618,12 +660,39 @@ def main(argv=None) -> int:
           f"steps {a.steps}, workers {workers}", file=sys.stderr)
 
     t_train = time.time()
-    batches = iter(dl)
-    if a.pretrain_steps:
+    batches = iter(dl)  # (this draws a seed from torch's generator: restore the saved state after it)
+    if resumed is not None:
+        torch.set_rng_state(resumed["torch_rng"])
+    if a.pretrain_steps and resumed is None:
         log["pretrain"] = pretrain_backbone(a, backbone, batches, device, t_start)
     t_main = time.time()
     main_budget = a.time_budget_s - (t_main - t_start)  # what the Mask2Former phase has left
     step = 0
+    if resumed is not None:  # the clock and the log go on from where the run stopped
+        t_start, t_main, t_train = t_main - resumed["wall_s"], t_main - resumed["main_s"], t_main - resumed["train_s"]
+        main_budget = resumed["main_budget"]
+        step = resumed["step"]
+        log["loss"], log["resumed_at"] = resumed["log"]["loss"], resumed["log"].get("resumed_at", []) + [step]
+        if "pretrain" in resumed["log"]:
+            log["pretrain"] = resumed["log"]["pretrain"]
+
+    def save_resume():
+        """OUT/resume.pt (written to a temporary name, then renamed: a cut never leaves half a file)
+        and OUT/last, the checkpoint of this step."""
+        now = time.time()
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "wall_s": now - t_start, "main_s": now - t_main, "train_s": now - t_train,
+                 "main_budget": main_budget, "torch_rng": torch.get_rng_state(), "log": log}
+        for name, heads in (("semantic", sem), ("pooled", pooled)):
+            if heads is not None:
+                state[name] = [m.state_dict() for m in heads.heads]
+        if crop is not None:
+            state["crop"], state["crop_rng"] = crop.linear.state_dict(), crop.rng.bit_generator.state
+        torch.save(state, resume_path + ".tmp")
+        os.replace(resume_path + ".tmp", resume_path)
+        last = os.path.join(a.out, "last")
+        model.save_pretrained(last)
+        save_preprocessor(last, a.size)
     window_loss, window_n, window_t, window_sem, window_pool = 0.0, 0, time.time(), 0.0, 0.0
     window_crop, crop_right, crop_seen = 0.0, 0, 0
     data_wait = 0.0
@@ -696,12 +765,21 @@ def main(argv=None) -> int:
                       file=sys.stderr, flush=True)
                 window_loss, window_n, window_t, window_sem, window_pool = 0.0, 0, now, 0.0, 0.0
                 window_crop, crop_right, crop_seen = 0.0, 0, 0
+            if a.checkpoint_every and step % a.checkpoint_every == 0 and step < a.steps:
+                save_resume()
             if step >= a.steps:
+                break
+            if a.stop_after and step - (resumed["step"] if resumed else 0) >= a.stop_after:
+                log["stopped"] = f"--stop-after {a.stop_after}"
+                save_resume()
                 break
             t_fetch = time.time()
     except KeyboardInterrupt:
         log["stopped"] = "interrupted"
-        print("interrupted: saving the checkpoint", file=sys.stderr)
+        print("interrupted: saving the checkpoint (and OUT/resume.pt: continue with --resume)", file=sys.stderr)
+        save_resume()
+    if log["stopped"] in ("steps", "time budget") and os.path.exists(resume_path):
+        os.remove(resume_path)  # the run is complete: a later --resume starts nothing half-way
 
     log["steps_done"] = step
     log["train_s"] = round(time.time() - t_train, 2)

@@ -285,3 +285,56 @@ def test_crop_probe_runs(tmp_path):
     assert [c["step"] for c in curve["curve"]] == [1, 2] and curve["train_crops"] > 0
     assert all(0 <= c["eval_accuracy"] <= 1 for c in curve["curve"])
     assert crop_probe.main(["--seed", str(crop_probe.VAL_SEED)]) == 2
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    """A run cut in two (--stop-after, then --resume) ends with the same weights, bit for bit,
+    as the same run in one go: the items, the schedule, the optimizer, the auxiliary crop
+    head's offsets and torch's random state (the loss samples points) all carry over."""
+    pytest.importorskip("transformers")
+    import torch
+    from safetensors.torch import load_file
+    args = ["--steps", "4", "--checkpoint-every", "2", "--crop-weight", "1", "--crop-jitter", "8"]
+    whole = _train(tmp_path / "whole", *args)
+    assert whole["steps_done"] == 4 and not (tmp_path / "whole" / "resume.pt").exists()
+    assert (tmp_path / "whole" / "last" / "model.safetensors").exists()  # the step-2 checkpoint
+    first = _train(tmp_path / "cut", *args, "--stop-after", "1")
+    assert first["steps_done"] == 1 and first["stopped"] == "--stop-after 1"
+    assert (tmp_path / "cut" / "resume.pt").exists()
+    second = _train(tmp_path / "cut", *args, "--stop-after", "2", "--resume")  # steps 2 and 3
+    assert second["steps_done"] == 3 and second["resumed_at"] == [1]
+    rest = _train(tmp_path / "cut", *args, "--resume")
+    assert rest["steps_done"] == 4 and rest["resumed_at"] == [1, 3] and rest["stopped"] == "steps"
+    assert [e["step"] for e in rest["loss"]] == [1, 2, 3, 4]
+    assert [e["loss"] for e in rest["loss"]] == [e["loss"] for e in whole["loss"]]
+    wa, wb = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_init_backbone_from_the_crop_stage(tmp_path):
+    """The staged recipe: crop_probe.py --save writes the backbone and classifier, and
+    train_sample.py --init-backbone starts from them (at lr 1e-12 the saved model's backbone
+    weights are the file's); a backbone of another size is refused."""
+    pytest.importorskip("transformers")
+    import contextlib
+    import io
+    import torch
+    import crop_probe
+    import train_sample
+    from safetensors.torch import load_file
+    stage1 = tmp_path / "stage1.pt"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert crop_probe.main(["--frames", "3", "--val-frames", "2", "--steps", "2", "--eval-every", "2",
+                                "--batch-size", "4", "--jitter", "8", "--threads", "1",
+                                "--widths", "8,16,16,16", "--save", str(stage1)]) == 0
+    saved = torch.load(stage1)
+    _train(tmp_path / "m", "--init-backbone", str(stage1), "--lr", "1e-12", "--crop-weight", "1")
+    w = load_file(tmp_path / "m" / "model.safetensors")
+    prefix = "model.pixel_level_module.encoder."
+    weights = {k: v for k, v in saved["backbone"].items() if not k.endswith(("running_mean", "running_var",
+                                                                               "num_batches_tracked"))}
+    # (lr 1e-12 still moves a weight within 1e-12 of zero; a fresh initialization differs by ~0.1)
+    assert len(weights) > 10 and all(torch.allclose(w[prefix + k], v, rtol=0, atol=1e-9) for k, v in weights.items())
+    with pytest.raises(SystemExit):
+        train_sample.main(["--out", str(tmp_path / "bad"), *TINY, "--widths", "8,16,16,32",
+                           "--init-backbone", str(stage1)])

@@ -21,6 +21,10 @@ pub enum Error {
     CardMismatch(String),
     #[error("ONNX Runtime library not available: {0}")]
     RuntimeMissing(String),
+    /// The OpenVINO C library (`libopenvino_c.so`) could not be loaded from `path`, the
+    /// first place searched that exists or, when none does, the name given to the loader.
+    #[error("OpenVINO library not available: {path}: {msg}")]
+    OpenVinoMissing { path: PathBuf, msg: String },
     #[error("execution provider {provider} is not available in this ONNX Runtime build: {msg}")]
     ProviderUnavailable { provider: String, msg: String },
     #[error("TensorRT: {0}")]

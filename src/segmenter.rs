@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
+use crate::backend::openvino::{OpenVinoBackend, OpenVinoOptions};
 use crate::backend::select::{self, Attempt, BackendKind, Device};
 use crate::backend::tensorrt::{self, contract::card_path_for};
 use crate::backend::{Backend, DeviceIo, InputTensor, Logits};
@@ -34,10 +35,13 @@ pub struct SegmenterConfig {
     pub ort: OrtOptions,
     /// Native TensorRT: engine build options (precision, batch profile, caches).
     pub trt: tensorrt::BuildOptions,
+    /// OpenVINO: device, precision, threads, performance hint, cache.
+    pub openvino: OpenVinoOptions,
     /// Which backend [`Segmenter::open_auto`] uses, and on which device
     /// (see [`crate::backend::select`] for the fallback order).
-    /// [`Segmenter::open`] ignores both and uses `ort.provider`, or the native TensorRT
-    /// backend when `backend` is [`BackendKind::TensorRt`].
+    /// [`Segmenter::open`] ignores `device` and uses `ort.provider`, or the native TensorRT
+    /// backend when `backend` is [`BackendKind::TensorRt`], or OpenVINO when it is
+    /// [`BackendKind::OpenVino`].
     pub backend: BackendKind,
     pub device: Device,
 }
@@ -47,7 +51,15 @@ impl SegmenterConfig {
     /// mapping, used by the element and the command alike.
     pub fn from_settings(model: impl Into<PathBuf>, settings: &Settings) -> Self {
         let mut cfg = SegmenterConfig::new(model);
-        cfg.ort.intra_threads = (settings.threads > 0).then_some(settings.threads as usize);
+        let threads = (settings.threads > 0).then_some(settings.threads as usize);
+        cfg.ort.intra_threads = threads;
+        cfg.openvino = OpenVinoOptions {
+            device: settings.openvino_device.clone(),
+            precision: settings.precision,
+            threads,
+            hint: settings.performance_hint,
+            cache_dir: None,
+        };
         cfg.backend = settings.backend;
         cfg.device = settings.device;
         cfg
@@ -58,6 +70,7 @@ impl SegmenterConfig {
             model: model.into(),
             ort: OrtOptions::default(),
             trt: tensorrt::BuildOptions::default(),
+            openvino: OpenVinoOptions::default(),
             backend: BackendKind::default(),
             device: Device::default(),
         }
@@ -87,6 +100,7 @@ impl Segmenter {
     pub fn open(cfg: &SegmenterConfig) -> Result<Self> {
         let attempt = match cfg.backend {
             BackendKind::TensorRt => Attempt::NativeTensorRt,
+            BackendKind::OpenVino => Attempt::OpenVino,
             _ => Attempt::Ort(cfg.ort.provider),
         };
         Self::open_attempt(cfg, attempt)
@@ -123,17 +137,28 @@ impl Segmenter {
             }
             other => other,
         })?;
+        if attempt != Attempt::NativeTensorRt
+            && matches!(cfg.model.extension().and_then(|e| e.to_str()), Some("engine" | "plan"))
+        {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{} is a TensorRT engine: only backend=tensorrt runs it",
+                cfg.model.display()
+            )));
+        }
         let backend: Box<dyn Backend> = match attempt {
             Attempt::NativeTensorRt => tensorrt::open(&cfg.model, &card, &cfg.trt)?,
             Attempt::Ort(provider) => {
-                if matches!(cfg.model.extension().and_then(|e| e.to_str()), Some("engine" | "plan")) {
-                    return Err(crate::Error::InvalidArgument(format!(
-                        "{} is a TensorRT engine: only backend=tensorrt runs it",
-                        cfg.model.display()
-                    )));
-                }
                 let ort = OrtOptions { provider, ..cfg.ort.clone() };
                 Box::new(OrtBackend::open(&cfg.model, &ort)?)
+            }
+            Attempt::OpenVino => {
+                let ov_device = cfg.openvino.device.trim();
+                if cfg.device == Device::Cpu && !ov_device.to_ascii_uppercase().starts_with("CPU") {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "device=cpu and openvino-device={ov_device} disagree (use device=auto for OpenVINO's other devices)"
+                    )));
+                }
+                Box::new(OpenVinoBackend::open(&cfg.model, &card, &cfg.openvino)?)
             }
         };
         Self::with_backend(card, backend, &cfg.model)
@@ -176,6 +201,10 @@ impl Segmenter {
     }
     pub fn backend_name(&self) -> &str {
         self.backend.name()
+    }
+    /// How the backend runs the model, where it chose something ([`Backend::details`]).
+    pub fn backend_details(&self) -> Option<String> {
+        self.backend.details()
     }
     /// Put `backend` in place of the current one and return the old one. The new backend
     /// must take the same input size and give the same outputs (the card was checked

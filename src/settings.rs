@@ -9,7 +9,8 @@
 //!   element ([`crate::elements::Mask2Former::set_settings`]).
 //!
 //! The enums that are properties ([`crate::segmentation::Task`],
-//! [`crate::postprocess::Semantics`], [`BackendKind`], [`Device`], [`Mode`], [`Overload`])
+//! [`crate::postprocess::Semantics`], [`BackendKind`], [`Device`], [`Mode`], [`Overload`],
+//! [`Precision`], [`PerformanceHint`])
 //! derive `glib::Enum` where they are defined, so a property and a command-line flag parse
 //! to the same value.
 
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use gstreamer::glib;
 
 use crate::backend::batching::BatchConfig;
+use crate::backend::openvino::{self, PerformanceHint, Precision};
 use crate::backend::select::{BackendKind, Device};
 use crate::model::Defaults;
 use crate::postprocess::{Params, Semantics};
@@ -117,8 +119,15 @@ pub struct Settings {
     pub model: Option<PathBuf>,
     pub backend: BackendKind,
     pub device: Device,
-    /// ONNX Runtime intra-op threads (0: the runtime's default).
+    /// Inference threads: ONNX Runtime's intra-op threads, OpenVINO's
+    /// `INFERENCE_NUM_THREADS` (0: the runtime's default).
     pub threads: u32,
+    /// OpenVINO: the precision to compute in (auto: bf16 where the device and the card allow it).
+    pub precision: Precision,
+    /// OpenVINO: latency or throughput performance hint.
+    pub performance_hint: PerformanceHint,
+    /// OpenVINO: the device name (`CPU`, `GPU`, `NPU`, ...).
+    pub openvino_device: String,
     /// CUDA device of the GPU stages and the shared CUDA context (-1: device 0, or a
     /// neighbour's).
     pub cuda_device_id: i32,
@@ -144,6 +153,9 @@ impl Default for Settings {
             backend: BackendKind::default(),
             device: Device::default(),
             threads: 0,
+            precision: Precision::default(),
+            performance_hint: PerformanceHint::default(),
+            openvino_device: openvino::DEFAULT_DEVICE.to_string(),
             cuda_device_id: -1,
             post: PostSettings::default(),
             interval: DEFAULT_INTERVAL,

@@ -4,6 +4,7 @@
 
 pub mod batching;
 pub mod onnxruntime;
+pub mod openvino;
 pub mod select;
 pub mod tensorrt;
 
@@ -14,6 +15,90 @@ use crate::{Error, Result};
 pub struct InputTensor {
     pub shape: [usize; 4],
     pub data: Vec<f32>,
+}
+
+impl InputTensor {
+    /// Check the tensor against a model's input `(H, W)` and fixed batch (`None`: any):
+    /// returns the batch `N`. A mismatch is [`Error::InvalidArgument`].
+    pub fn check(&self, input_hw: (usize, usize), fixed_batch: Option<usize>) -> Result<usize> {
+        let [n, c, h, w] = self.shape;
+        if c != 3 || (h, w) != input_hw {
+            return Err(Error::InvalidArgument(format!(
+                "input tensor is {:?}, model takes [N,3,{},{}]",
+                self.shape, input_hw.0, input_hw.1
+            )));
+        }
+        if n == 0 || fixed_batch.is_some_and(|b| b != n) {
+            return Err(Error::InvalidArgument(format!("batch {n} does not fit the model's batch {fixed_batch:?}")));
+        }
+        if self.data.len() != n * c * h * w {
+            return Err(Error::InvalidArgument(format!(
+                "input tensor holds {} values, shape needs {}",
+                self.data.len(),
+                n * c * h * w
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// What a model that keeps the ONNX contract declares ([`check_contract`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContractDims {
+    /// Fixed input `(H, W)`.
+    pub input_hw: (usize, usize),
+    /// Batch size fixed in the model, or `None` when dynamic.
+    pub fixed_batch: Option<usize>,
+    pub queries: usize,
+    pub classes_plus_one: usize,
+}
+
+/// Check a model's declared inputs and outputs (name, dimensions with `-1` for a dynamic
+/// one) against the ONNX contract (see DESIGN.md): one input `pixel_values` `[N,3,H,W]`
+/// with fixed H, W multiples of 32; `class_queries_logits` `[N,Q,K+1]` and
+/// `masks_queries_logits` `[N,Q,H/4,W/4]`.
+pub fn check_contract(inputs: &[(String, Vec<i64>)], outputs: &[(String, Vec<i64>)]) -> Result<ContractDims> {
+    use onnxruntime::{CLASS_OUTPUT, INPUT_NAME, MASK_OUTPUT};
+    if inputs.len() != 1 || inputs[0].0 != INPUT_NAME {
+        let names: Vec<_> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(Error::ModelContract(format!("expected one input {INPUT_NAME:?}, model has {names:?}")));
+    }
+    let in_dims = &inputs[0].1;
+    if in_dims.len() != 4 || in_dims[1] != 3 || in_dims[2] <= 0 || in_dims[3] <= 0 {
+        return Err(Error::ModelContract(format!(
+            "input {INPUT_NAME:?} must be [N,3,H,W] with fixed H and W, model has {in_dims:?}"
+        )));
+    }
+    let (h, w) = (in_dims[2] as usize, in_dims[3] as usize);
+    if h % 32 != 0 || w % 32 != 0 {
+        return Err(Error::ModelContract(format!("input size {h}x{w} is not a multiple of 32")));
+    }
+    let names: Vec<_> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+    let find = |n: &str| {
+        outputs
+            .iter()
+            .find(|(o, _)| o == n)
+            .map(|(_, d)| d)
+            .ok_or_else(|| Error::ModelContract(format!("missing output {n:?} (outputs: {names:?})")))
+    };
+    let cls = find(CLASS_OUTPUT)?;
+    let msk = find(MASK_OUTPUT)?;
+    if cls.len() != 3 || cls[1] <= 0 || cls[2] < 2 {
+        return Err(Error::ModelContract(format!("{CLASS_OUTPUT:?} must be [N,Q,K+1] with fixed Q and K, model has {cls:?}")));
+    }
+    if msk.len() != 4 || msk[1] != cls[1] {
+        return Err(Error::ModelContract(format!("{MASK_OUTPUT:?} must be [N,Q,H/4,W/4], model has {msk:?}")));
+    }
+    let (mh, mw) = (msk[2], msk[3]);
+    if (mh > 0 && mh as usize != h / 4) || (mw > 0 && mw as usize != w / 4) {
+        return Err(Error::ModelContract(format!("{MASK_OUTPUT:?} is {mh}x{mw}, expected {}x{} (input / 4)", h / 4, w / 4)));
+    }
+    Ok(ContractDims {
+        input_hw: (h, w),
+        fixed_batch: (in_dims[0] > 0).then_some(in_dims[0] as usize),
+        queries: cls[1] as usize,
+        classes_plus_one: cls[2] as usize,
+    })
 }
 
 /// The two outputs of the network for a batch.
@@ -131,6 +216,30 @@ mod tests {
     }
 
     #[test]
+    fn contract_checks_names_and_dims() {
+        let io = |v: &[(&str, &[i64])]| v.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect::<Vec<_>>();
+        let inputs = io(&[("pixel_values", &[-1, 3, 64, 96])]);
+        let outputs = io(&[("class_queries_logits", &[-1, 5, 4]), ("masks_queries_logits", &[-1, 5, 16, 24])]);
+        let d = check_contract(&inputs, &outputs).unwrap();
+        assert_eq!(d, ContractDims { input_hw: (64, 96), fixed_batch: None, queries: 5, classes_plus_one: 4 });
+        let fixed = io(&[("pixel_values", &[1, 3, 64, 96])]);
+        assert_eq!(check_contract(&fixed, &outputs).unwrap().fixed_batch, Some(1));
+        for (i, o, what) in [
+            (io(&[("images", &[1, 3, 64, 96])]), outputs.clone(), "expected one input"),
+            (io(&[("pixel_values", &[1, 3, 60, 96])]), outputs.clone(), "multiple of 32"),
+            (inputs.clone(), outputs[..1].to_vec(), "missing output"),
+            (inputs.clone(), io(&[("class_queries_logits", &[-1, 5, 4]), ("masks_queries_logits", &[-1, 5, 8, 24])]), "input / 4"),
+        ] {
+            let e = check_contract(&i, &o).unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        }
+        let t = InputTensor { shape: [2, 3, 64, 96], data: vec![0.0; 2 * 3 * 64 * 96] };
+        assert_eq!(t.check((64, 96), None).unwrap(), 2);
+        assert!(t.check((64, 96), Some(1)).is_err());
+        assert!(t.check((32, 96), None).is_err());
+    }
+
+    #[test]
     fn image_out_of_batch_or_short_buffers_is_a_typed_error() {
         for (l, n, what) in [
             (logits(1, 6, 8), 1, "out of a batch"),
@@ -224,6 +333,12 @@ pub trait Backend: Send {
     /// image by image. ONNX Runtime overrides it for models with a dynamic batch dimension.
     fn max_batch(&self) -> usize {
         1
+    }
+    /// How this backend runs the model where it decided something the user did not fix
+    /// (OpenVINO: the library, the device, the precision `precision=auto` picked and why),
+    /// for the command to print and the element to report. The default: `None`.
+    fn details(&self) -> Option<String> {
+        None
     }
     /// Run the network on one image in device memory, the outputs written to device
     /// memory: no host copy. `None` when this backend (or this model on it: another

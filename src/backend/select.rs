@@ -7,10 +7,15 @@
 //! | `onnxruntime-cuda` | ORT CUDA → ORT CPU | ORT CUDA | refused |
 //! | `onnxruntime-tensorrt` | ORT TensorRT → ORT CUDA → ORT CPU | ORT TensorRT | refused |
 //! | `tensorrt` | native TensorRT | native TensorRT | refused |
+//! | `openvino` | OpenVINO → ORT CPU | refused | OpenVINO |
 //!
 //! An explicit device never falls back: a runtime without the provider is an error that
 //! says so. The native TensorRT backend never falls back to ONNX Runtime either: a
 //! `.engine` file runs nowhere else, and a build without the `tensorrt` feature says so.
+//! OpenVINO runs on its own device names (the `openvino-device` option: CPU, GPU, NPU),
+//! never on `device=cuda`; with `device=auto` a library that does not load falls back to
+//! ONNX Runtime's CPU provider, said as every fallback is (and `device=cpu` makes it an
+//! error instead).
 
 use gstreamer::glib;
 
@@ -42,11 +47,22 @@ pub enum BackendKind {
         nick = "tensorrt"
     )]
     TensorRt = 3,
+    /// OpenVINO (its device from the `openvino-device` option; library loaded at run time).
+    #[enum_value(
+        name = "OpenVINO (f32 or bf16 on the CPU, see precision; its device from openvino-device)",
+        nick = "openvino"
+    )]
+    OpenVino = 4,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 4] =
-        [BackendKind::OnnxRuntime, BackendKind::OnnxRuntimeCuda, BackendKind::OnnxRuntimeTensorRt, BackendKind::TensorRt];
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::OnnxRuntime,
+        BackendKind::OnnxRuntimeCuda,
+        BackendKind::OnnxRuntimeTensorRt,
+        BackendKind::TensorRt,
+        BackendKind::OpenVino,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +70,7 @@ impl BackendKind {
             BackendKind::OnnxRuntimeCuda => "onnxruntime-cuda",
             BackendKind::OnnxRuntimeTensorRt => "onnxruntime-tensorrt",
             BackendKind::TensorRt => "tensorrt",
+            BackendKind::OpenVino => "openvino",
         }
     }
 }
@@ -73,6 +90,7 @@ impl std::str::FromStr for BackendKind {
             "onnxruntime-cuda" | "ort-cuda" => BackendKind::OnnxRuntimeCuda,
             "onnxruntime-tensorrt" | "ort-tensorrt" | "ort-trt" => BackendKind::OnnxRuntimeTensorRt,
             "tensorrt" | "trt" => BackendKind::TensorRt,
+            "openvino" | "ov" => BackendKind::OpenVino,
             _ => {
                 let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
                 return Err(Error::InvalidArgument(format!("unknown backend {s:?} ({})", names.join(", "))));
@@ -94,7 +112,7 @@ pub enum Device {
         nick = "auto"
     )]
     Auto = 0,
-    #[enum_value(name = "CPU (ONNX Runtime)", nick = "cpu")]
+    #[enum_value(name = "CPU (ONNX Runtime or OpenVINO), no fallback", nick = "cpu")]
     Cpu = 1,
     #[enum_value(name = "CUDA device, no fallback: an error if the runtime lacks it", nick = "cuda")]
     Cuda = 2,
@@ -127,6 +145,7 @@ impl std::str::FromStr for Device {
 pub enum Attempt {
     Ort(Provider),
     NativeTensorRt,
+    OpenVino,
 }
 
 impl Attempt {
@@ -136,6 +155,7 @@ impl Attempt {
             Attempt::Ort(Provider::Cuda) => "onnxruntime-cuda",
             Attempt::Ort(Provider::TensorRt) => "onnxruntime-tensorrt",
             Attempt::NativeTensorRt => "tensorrt",
+            Attempt::OpenVino => "openvino",
         }
     }
 }
@@ -145,7 +165,9 @@ pub fn plan(backend: BackendKind, device: Device) -> Result<Vec<Attempt>> {
     use Attempt::*;
     use Provider::*;
     let gpu_only = |b: BackendKind| {
-        Err(Error::InvalidArgument(format!("backend {b} runs on CUDA devices only; device=cpu needs backend onnxruntime")))
+        Err(Error::InvalidArgument(format!(
+            "backend {b} runs on CUDA devices only; device=cpu needs backend onnxruntime or openvino"
+        )))
     };
     Ok(match (backend, device) {
         (BackendKind::OnnxRuntime, Device::Auto) => vec![Ort(Cuda), Ort(Cpu)],
@@ -156,6 +178,15 @@ pub fn plan(backend: BackendKind, device: Device) -> Result<Vec<Attempt>> {
         (BackendKind::OnnxRuntimeTensorRt, Device::Auto) => vec![Ort(TensorRt), Ort(Cuda), Ort(Cpu)],
         (BackendKind::OnnxRuntimeTensorRt, Device::Cuda) => vec![Ort(TensorRt)],
         (BackendKind::TensorRt, Device::Auto | Device::Cuda) => vec![NativeTensorRt],
+        (BackendKind::OpenVino, Device::Auto) => vec![OpenVino, Ort(Cpu)],
+        (BackendKind::OpenVino, Device::Cpu) => vec![OpenVino],
+        (BackendKind::OpenVino, Device::Cuda) => {
+            return Err(Error::InvalidArgument(
+                "backend openvino does not run on CUDA devices: use device=auto or cpu, and openvino-device for \
+                 OpenVINO's own devices (CPU, GPU, NPU)"
+                    .into(),
+            ));
+        }
         (b, Device::Cpu) => return gpu_only(b),
     })
 }
@@ -172,8 +203,9 @@ mod tests {
         }
         assert_eq!("TRT".parse::<BackendKind>().unwrap(), BackendKind::TensorRt);
         assert_eq!("ort-trt".parse::<BackendKind>().unwrap(), BackendKind::OnnxRuntimeTensorRt);
-        let e = "openvino".parse::<BackendKind>().unwrap_err().to_string();
-        assert!(e.contains("openvino") && e.contains("onnxruntime-tensorrt"), "{e}");
+        assert_eq!("OV".parse::<BackendKind>().unwrap(), BackendKind::OpenVino);
+        let e = "tvm".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(e.contains("tvm") && e.contains("onnxruntime-tensorrt") && e.contains("openvino"), "{e}");
     }
 
     #[test]
@@ -203,5 +235,10 @@ mod tests {
             let e = plan(b, Device::Cpu).unwrap_err().to_string();
             assert!(e.contains("CUDA devices only"), "{e}");
         }
+        // OpenVINO: auto falls back to ONNX Runtime's CPU provider, cpu does not, cuda is refused.
+        assert_eq!(plan(BackendKind::OpenVino, Device::Auto).unwrap(), vec![OpenVino, Ort(Cpu)]);
+        assert_eq!(plan(BackendKind::OpenVino, Device::Cpu).unwrap(), vec![OpenVino]);
+        let e = plan(BackendKind::OpenVino, Device::Cuda).unwrap_err().to_string();
+        assert!(e.contains("does not run on CUDA") && e.contains("openvino-device"), "{e}");
     }
 }

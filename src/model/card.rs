@@ -78,6 +78,11 @@ pub struct ModelCard {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Whether `precision=auto` may run this model in bfloat16 where the device supports
+    /// it (absent: yes; `false`: the model is known to lose too much in bf16, so auto stays
+    /// in f32; an explicit `precision=bf16` still runs it). See the OpenVINO backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16: Option<bool>,
 }
 
 impl ModelCard {

@@ -7,11 +7,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use segstream::app::bench::{self, BenchConfig};
-use segstream::backend::select::Device;
+use segstream::backend::select::{BackendKind, Device};
 use segstream::postprocess::Semantics;
 use segstream::segmenter::{Segmenter, SegmenterConfig};
 use segstream::settings::{PostSettings, Settings};
 
+use super::run::{OpenVinoArgs, parse_name, print_backend_details};
 use super::{SAMPLE_MODEL, SAMPLE_VIDEO, fail, find_shipped};
 
 #[derive(Debug, Args)]
@@ -27,13 +28,19 @@ pub struct BenchArgs {
     /// Frames segmented before timing starts.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// ONNX Runtime intra-op threads (0 = its default: one per core).
+    /// Inference threads: ONNX Runtime's intra-op threads, OpenVINO's inference threads
+    /// (0 = the runtime's default: one per core).
     #[arg(long, default_value_t = 2)]
     pub threads: u32,
+    /// Inference backend (see `segstream run --backend`): onnxruntime or openvino on the CPU.
+    #[arg(long, default_value = "onnxruntime", value_parser = parse_name::<BackendKind>)]
+    pub backend: BackendKind,
+    #[command(flatten)]
+    pub openvino: OpenVinoArgs,
     /// Post-processing semantics (see `segstream run --semantics`).
     #[arg(long, value_parser = ["detectron2", "transformers"], default_value = "detectron2")]
     pub semantics: String,
-    /// ONNX Runtime execution device.
+    /// Execution device (cpu: no fallback to another backend).
     #[arg(long, value_parser = ["auto", "cpu"], default_value = "cpu")]
     pub device: String,
     /// Skip the end-to-end pipeline run (stages only).
@@ -98,12 +105,20 @@ fn bench_inner(args: &BenchArgs) -> Result<()> {
         None => None,
     };
     if args.live {
+        if args.backend != BackendKind::OnnxRuntime {
+            bail!("--live measures the onnxruntime backend only");
+        }
         return live(args, &input, &model);
     }
     let device = if args.device == "auto" { Device::Auto } else { Device::Cpu };
-    let settings = Settings { device, threads: args.threads, ..Settings::default() };
+    let mut settings = Settings { device, backend: args.backend, threads: args.threads, ..Settings::default() };
+    args.openvino.apply(&mut settings);
     let segmenter = Segmenter::open_auto(&SegmenterConfig::from_settings(&model, &settings))
         .map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
+    for note in segmenter.fallbacks() {
+        eprintln!("segstream: warning: using {}: {note}", segmenter.backend_name());
+    }
+    print_backend_details(&segmenter);
     let post = PostSettings { semantics: args.semantics.parse::<Semantics>()?, ..PostSettings::default() };
 
     let tmp = std::env::temp_dir().join(format!("segstream-bench-{}", std::process::id()));

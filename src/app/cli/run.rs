@@ -16,6 +16,7 @@ use segstream::app::shard::{self, InputSummary, Shard, Summary};
 use segstream::app::pipeline::{
     self, IMAGE_EXTENSIONS, INTERRUPTED, Outcome, Outputs, Probe, RunReport, Source, VIDEO_EXTENSIONS, percentile,
 };
+use segstream::backend::openvino::{PerformanceHint, Precision};
 use segstream::backend::select::{BackendKind, Device};
 use segstream::postprocess::Semantics;
 use segstream::segmentation::Task;
@@ -73,17 +74,21 @@ pub struct RunArgs {
     /// stale.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub interval: u32,
-    /// Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, or tensorrt
-    /// (native; MODEL may then be a .engine, or an .onnx built into MODEL.fp16.engine on first use).
+    /// Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt
+    /// (native; MODEL may then be a .engine, or an .onnx built into MODEL.fp16.engine on first
+    /// use), or openvino (OpenVINO's library from OPENVINO_LIB_PATH or .openvino/lib).
     #[arg(long, default_value = "onnxruntime", value_parser = parse_name::<BackendKind>)]
     pub backend: BackendKind,
-    /// Device: auto (the backend's GPU provider, falling back towards ONNX Runtime's CPU
-    /// provider), cpu, or cuda (no fallback).
+    /// Device: auto (the backend's GPU provider, or OpenVINO, falling back towards ONNX
+    /// Runtime's CPU provider), cpu, or cuda (no fallback).
     #[arg(long, default_value = "auto", value_parser = parse_name::<Device>)]
     pub device: Device,
-    /// ONNX Runtime intra-op threads (0 = its default).
+    /// Inference threads: ONNX Runtime's intra-op threads, OpenVINO's inference threads
+    /// (0 = the runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+    #[command(flatten)]
+    pub openvino: OpenVinoArgs,
     /// Post-processing semantics: detectron2's (crops the padding; the default) or
     /// transformers' `post_process_*_segmentation` (masks through a fixed 384×384 square),
     /// to reproduce either reference exactly.
@@ -130,12 +135,43 @@ pub struct RunArgs {
     pub publish: Vec<String>,
 }
 
+/// The OpenVINO flags of `run` and `bench` (the `mask2former` properties of the same names).
+#[derive(Debug, Clone, Args)]
+pub struct OpenVinoArgs {
+    /// --backend openvino: auto (bf16 where the CPU has AMX or AVX-512-bf16 and the model
+    /// card allows it, else f32; what it picked is printed), f32, or bf16.
+    #[arg(long, default_value = "auto", value_parser = parse_name::<Precision>)]
+    pub precision: Precision,
+    /// --backend openvino: latency (one execution stream) or throughput (several).
+    #[arg(long, default_value = "latency", value_parser = parse_name::<PerformanceHint>)]
+    pub performance_hint: PerformanceHint,
+    /// --backend openvino: OpenVINO's device name (CPU; GPU, NPU untested).
+    #[arg(long, value_name = "NAME", default_value = segstream::backend::openvino::DEFAULT_DEVICE)]
+    pub openvino_device: String,
+}
+
+impl OpenVinoArgs {
+    /// Copy the flags into `settings` (each flag is the property of the same name).
+    pub fn apply(&self, settings: &mut Settings) {
+        settings.precision = self.precision;
+        settings.performance_hint = self.performance_hint;
+        settings.openvino_device = self.openvino_device.clone();
+    }
+}
+
+/// Print how the backend runs the model where it chose something (OpenVINO's precision).
+pub fn print_backend_details(segmenter: &Segmenter) {
+    if let Some(d) = segmenter.backend_details() {
+        eprintln!("segstream: {}: {d}", segmenter.backend_name());
+    }
+}
+
 fn parse_rtsp_out(s: &str) -> Result<segstream::app::rtsp_out::RtspOut, String> {
     s.parse()
 }
 
 /// A setting named as the library parses it (the same names as the element properties).
-fn parse_name<T: std::str::FromStr<Err = segstream::Error>>(s: &str) -> Result<T, String> {
+pub(super) fn parse_name<T: std::str::FromStr<Err = segstream::Error>>(s: &str) -> Result<T, String> {
     s.parse().map_err(|e: segstream::Error| e.to_string())
 }
 
@@ -143,7 +179,7 @@ fn parse_name<T: std::str::FromStr<Err = segstream::Error>>(s: &str) -> Result<T
 /// element's settings (each flag is the property of the same name).
 pub fn element_settings(args: &RunArgs, model: &Path) -> Settings {
     let d = Settings::default();
-    Settings {
+    let mut s = Settings {
         model: Some(model.to_path_buf()),
         backend: args.backend,
         device: args.device,
@@ -161,7 +197,9 @@ pub fn element_settings(args: &RunArgs, model: &Path) -> Settings {
         track: args.track,
         tracker: segstream::tracking::TrackerConfig { iou_threshold: args.track_iou_threshold, max_age: args.track_max_age },
         ..d
-    }
+    };
+    args.openvino.apply(&mut s);
+    s
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -422,6 +460,7 @@ fn run_items(args: &RunArgs, items: &mut [Item], batch: bool, timeout: Duration)
             eprintln!("segstream: warning: using {}: {note}", first.backend_name());
         }
     }
+    print_backend_details(&first);
     // Where the frames travel: said in one line when CUDA was asked for and they stay in
     // system memory.
     if args.device == Device::Cuda

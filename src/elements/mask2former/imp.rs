@@ -76,6 +76,8 @@ pub struct Mask2Former {
     cuda_memory: AtomicU8,
     /// Where pre/post-processing runs (the `processing` property).
     processing: Mutex<String>,
+    /// Where and how the network runs (the `inference` property).
+    inference: Mutex<String>,
 }
 
 impl Mask2Former {
@@ -242,6 +244,7 @@ impl ObjectImpl for Mask2Former {
             "batch-stats" => stats::batch_stats(settings.batch_group.as_deref()).to_value(),
             "stats" => self.counters.structure("stats").to_value(),
             "processing" => lock(&self.processing).to_value(),
+            "inference" => lock(&self.inference).to_value(),
             name => properties::get(&settings, lock(&self.card_defaults).as_ref(), name)
                 .unwrap_or_else(|| pspec.default_value().clone()),
         }
@@ -283,6 +286,12 @@ impl BaseTransformImpl for Mask2Former {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let (mut segmenter, injected) = self.open_segmenter(&settings)?;
+        let line = match segmenter.backend_details() {
+            Some(d) => format!("{}: {d}", segmenter.backend_name()),
+            None => segmenter.backend_name().to_string(),
+        };
+        gst::info!(CAT, imp = self, "inference: {line}");
+        *lock(&self.inference) = line;
         let own_backend = match self.join_batch_group(&settings, &mut segmenter) {
             Ok(own) => own,
             Err(e) => {

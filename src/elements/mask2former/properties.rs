@@ -26,12 +26,12 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecEnum::builder_with_default("backend", d.backend)
                 .nick("Backend")
-                .blurb("Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt (ONNX Runtime's providers, where the loaded ONNX Runtime build has them) or tensorrt (native TensorRT, builds with the tensorrt feature)")
+                .blurb("Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt (ONNX Runtime's providers, where the loaded ONNX Runtime build has them), tensorrt (native TensorRT, builds with the tensorrt feature) or openvino (OpenVINO's C library, loaded at start from OPENVINO_LIB_PATH, .openvino/lib or the system path; see precision, performance-hint, openvino-device)")
                 .mutable_ready()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("device", d.device)
                 .nick("Device")
-                .blurb("Device to run the network on; auto falls back from the backend's GPU provider towards ONNX Runtime's CPU provider, cpu and cuda never fall back")
+                .blurb("Device to run the network on; auto falls back from the backend's GPU provider (or from OpenVINO) towards ONNX Runtime's CPU provider, cpu and cuda never fall back. backend=openvino takes auto or cpu; its own device is openvino-device")
                 .mutable_ready()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("task", card.task)
@@ -84,11 +84,32 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecUInt::builder("threads")
                 .nick("Threads")
-                .blurb("ONNX Runtime intra-op threads (0 = the runtime's default)")
+                .blurb("Inference threads: ONNX Runtime's intra-op threads, OpenVINO's INFERENCE_NUM_THREADS (0 = the runtime's default, one per core)")
                 .minimum(0)
                 .maximum(1024)
                 .default_value(d.threads)
                 .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("precision", d.precision)
+                .nick("Precision")
+                .blurb("backend=openvino: the precision the network computes in. auto = bf16 where the device supports it (CPU: AMX or AVX-512-bf16) and the model card does not say \"bf16\": false, f32 otherwise; bf16 where the device lacks it is an error. What runs is read back from OpenVINO and reported (the inference property, the backend name openvino-cpu-bf16 / -f32)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("performance-hint", d.performance_hint)
+                .nick("Performance hint")
+                .blurb("backend=openvino: OpenVINO's PERFORMANCE_HINT. latency: one execution stream, each frame as fast as possible; throughput: several streams, for many inferences in flight (each one slower)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("openvino-device")
+                .nick("OpenVINO device")
+                .blurb("backend=openvino: OpenVINO's device name: CPU (tested), GPU, GPU.1, NPU, AUTO:GPU,CPU (passed as given, untested). The compiled model is cached beside the model file (MODEL.openvino-cache/) so the next start is fast")
+                .default_value(Some(d.openvino_device.as_str()))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("inference")
+                .nick("Inference")
+                .blurb("Where and how the network runs since start: the backend in use (e.g. onnxruntime-cpu, openvino-cpu-bf16) and, for OpenVINO, the library, the precision and why it was picked, the cache; empty before start")
+                .read_only()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("mode", d.mode)
                 .nick("Mode")
@@ -193,6 +214,9 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) -> bool {
         "interval" => s.interval = value.get::<u32>().unwrap_or(DEFAULT_INTERVAL).max(1),
         "post-messages" => s.post_messages = value.get().unwrap_or(d.post_messages),
         "threads" => s.threads = value.get().unwrap_or(d.threads),
+        "precision" => s.precision = value.get().unwrap_or(d.precision),
+        "performance-hint" => s.performance_hint = value.get().unwrap_or(d.performance_hint),
+        "openvino-device" => s.openvino_device = nonempty(value).unwrap_or(d.openvino_device),
         "cuda-device-id" => s.cuda_device_id = value.get().unwrap_or(d.cuda_device_id),
         "mode" => s.mode = value.get().unwrap_or(d.mode),
         "overload" => s.overload = value.get().unwrap_or(d.overload),
@@ -225,6 +249,9 @@ pub(super) fn get(s: &Settings, card: Option<&Defaults>, name: &str) -> Option<g
         "interval" => s.interval.to_value(),
         "post-messages" => s.post_messages.to_value(),
         "threads" => s.threads.to_value(),
+        "precision" => s.precision.to_value(),
+        "performance-hint" => s.performance_hint.to_value(),
+        "openvino-device" => s.openvino_device.to_value(),
         "cuda-device-id" => s.cuda_device_id.to_value(),
         "mode" => s.mode.to_value(),
         "overload" => s.overload.to_value(),
@@ -241,6 +268,7 @@ pub(super) fn get(s: &Settings, card: Option<&Defaults>, name: &str) -> Option<g
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::openvino::{PerformanceHint, Precision};
     use crate::backend::select::{BackendKind, Device};
     use crate::postprocess::Semantics;
     use crate::segmentation::Task;
@@ -268,6 +296,8 @@ mod tests {
         check(&[Task::Panoptic, Task::Instance, Task::Semantic]);
         check(&[Semantics::Detectron2, Semantics::Transformers]);
         check(&Overload::ALL);
+        check(&Precision::ALL);
+        check(&PerformanceHint::ALL);
     }
 
     /// Every writable property is a setting: set to a non-default value, it reads back.
@@ -292,6 +322,10 @@ mod tests {
             ("mode", Mode::Async.to_value()),
             ("batch-timeout", 5u64.to_value()),
             ("engine-name", Some("g").to_value()),
+            ("backend", BackendKind::OpenVino.to_value()),
+            ("precision", Precision::Bf16.to_value()),
+            ("performance-hint", PerformanceHint::Throughput.to_value()),
+            ("openvino-device", Some("GPU.1").to_value()),
         ] {
             assert!(set(&mut s, name, &value));
             assert_eq!(get(&s, None, name).unwrap().serialize().unwrap(), value.serialize().unwrap(), "{name}");

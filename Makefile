@@ -8,6 +8,9 @@ PYTHON ?= python3
 CARGO ?= cargo
 ORT_DIR := .ort/lib
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so
+# OpenVINO's libraries: a link to the `libs` folder of the PyPI wheel (libopenvino_c.so.<v>
+# needs its neighbours there: libopenvino, the device plugins, the ONNX frontend, TBB).
+OV_LIB_DIR := .openvino/lib
 STAMP := .dev
 
 DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
@@ -15,9 +18,9 @@ DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	gstreamer1.0-rtsp libgstrtspserver-1.0-dev mosquitto redis-server
 
-.PHONY: setup deps-deb deps-py ort build demo test test-rust test-python clean-out bench-compare pq-compare
+.PHONY: setup deps-deb deps-py ort openvino build demo test test-rust test-python clean-out bench-compare pq-compare
 
-setup: deps-deb deps-py ort
+setup: deps-deb deps-py ort openvino
 
 # Debian packages: installed only when one is missing (for this machine's architecture: an
 # arm64 copy of a package, see deps-aarch64, does not count).
@@ -45,6 +48,14 @@ $(ORT_LIB): $(STAMP)/py-deps
 	@mkdir -p $(ORT_DIR)
 	@src=$$($(PYTHON) -c 'import onnxruntime, os, glob; d = os.path.join(os.path.dirname(onnxruntime.__file__), "capi"); print(sorted(glob.glob(os.path.join(d, "libonnxruntime.so*")))[0])') && \
 		cp "$$src" $(ORT_LIB) && echo "ONNX Runtime: $$src -> $(ORT_LIB)"
+
+# OpenVINO (backend=openvino): .openvino/lib links the PyPI wheel's libs folder, which the
+# openvino backend searches (OPENVINO_LIB_PATH overrides). Made when missing or dangling.
+openvino: $(STAMP)/py-deps
+	@if [ ! -e $(OV_LIB_DIR)/libopenvino_intel_cpu_plugin.so ]; then \
+		src=$$($(PYTHON) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))') && \
+		mkdir -p $(dir $(OV_LIB_DIR)) && ln -sfn "$$src" $(OV_LIB_DIR) && echo "OpenVINO: $$src -> $(OV_LIB_DIR)"; \
+	fi
 
 build: setup
 	$(CARGO) build --release --workspace

@@ -19,6 +19,12 @@ Commands::
 
     python3 engines/peer_bench.py --frames 30 --threads 2 --json out/peer.json   # timing
     python3 engines/peer_bench.py --pq --json out/peer-pq.json                      # PQ on all frames
+    python3 engines/peer_bench.py --checkpoint CKPT --onnx M.onnx --bf16 ...        # bf16 autocast
+
+``--checkpoint``/``--onnx`` take any exported model (scripts/bench-openvino.sh: a real-size
+Swin-T, 133 classes): labels and colours come from the model card beside ``--onnx``.
+``--bf16`` runs the network under ``torch.autocast("cpu", torch.bfloat16)`` (the weights
+check stays in f32) and post-processes the logits in f32.
 
 ``--pq`` runs every frame of the sample through the PyTorch model and scores two
 post-processings against samples/gt with engines/pq.py: detectron2's
@@ -73,6 +79,12 @@ def card_thresholds(onnx_path: str) -> dict:
         d = json.load(f)["defaults"]
     return {"threshold": d["score_threshold"], "mask_threshold": d["mask_threshold"],
             "overlap_mask_area_threshold": d["overlap_threshold"]}
+
+
+def card_labels(onnx_path: str) -> list:
+    """The model card's labels (``<model>.json`` beside the ONNX file)."""
+    with open(os.path.splitext(onnx_path)[0] + ".json") as f:
+        return json.load(f)["labels"]
 
 
 def check_weights(model, onnx_path: str, pixel_values: np.ndarray, threads: int) -> dict:
@@ -179,7 +191,6 @@ def stats(name: str, v: list[float]) -> dict:
 
 def bench(a) -> dict:
     import torch
-    import shapes
     import transformers
 
     torch.set_num_threads(a.threads)
@@ -188,9 +199,9 @@ def bench(a) -> dict:
     model, routes = build_model(a.checkpoint)
     proc = make_processor(a.checkpoint)
     thr = card_thresholds(a.onnx)
-    labels = shapes.LABELS
+    labels = card_labels(a.onnx)
     colors = np.asarray([l["color"] for l in labels], np.float32)
-    stuff = set(shapes.STUFF_IDS)
+    stuff = {l["id"] for l in labels if not l["isthing"]}
     w, h, fps = video_size(a.video)
     n_bytes = w * h * 3
 
@@ -204,9 +215,17 @@ def bench(a) -> dict:
     worst = max(check["max_abs_diff_class_logits"], check["max_abs_diff_mask_logits"])
     if worst > 1e-3:
         raise SystemExit(f"error: PyTorch and ONNX Runtime logits differ by {worst} (weights not reconstructed)")
+    def forward(pixel_values):
+        if not a.bf16:
+            return model(pixel_values=pixel_values)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(pixel_values=pixel_values)
+        return types.SimpleNamespace(class_queries_logits=out.class_queries_logits.float(),
+                                     masks_queries_logits=out.masks_queries_logits.float())
+
     with torch.inference_mode():
         for _ in range(a.warmup):
-            model(pixel_values=pv0)
+            forward(pv0)
 
     out_video = a.out_video or os.path.join("/tmp", f"peer-bench-{os.getpid()}.mp4")
     enc = start_encoder(out_video, w, h, fps)
@@ -229,7 +248,7 @@ def bench(a) -> dict:
         inputs = proc(images=frame, return_tensors="pt")
         t1 = time.perf_counter()
         with torch.inference_mode():
-            outputs = model(pixel_values=inputs["pixel_values"])
+            outputs = forward(inputs["pixel_values"])
         t2 = time.perf_counter()
         res = proc.post_process_panoptic_segmentation(
             outputs, **thr, label_ids_to_fuse=stuff, target_sizes=[(h, w)])[0]
@@ -273,7 +292,7 @@ def bench(a) -> dict:
     cpu_children = rc.ru_utime + rc.ru_stime
     return {
         "schema": "segstream.peer-bench/1",
-        "name": "python transformers",
+        "name": "python transformers" + (" (bf16 autocast)" if a.bf16 else ""),
         "started_unix": int(started),
         "machine": {"cpus": os.cpu_count(), "load_avg": list(load)},
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
@@ -366,6 +385,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-video", help="keep the encoded video here")
     ap.add_argument("--pq", action="store_true", help="PQ of the PyTorch model on the sample instead of timing")
     ap.add_argument("--max-frames", type=int, default=0, help="with --pq: only the first N frames")
+    ap.add_argument("--bf16", action="store_true", help="timing: the network under bf16 autocast")
     a = ap.parse_args(argv)
     rep = pq_run(a) if a.pq else bench(a)
     text = json.dumps(rep, indent=2)

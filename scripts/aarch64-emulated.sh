@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The aarch64 build, run under emulation (qemu-user with an explicit sysroot; no binfmt):
 #   1. the library's unit tests and the pure integration tests (postprocess goldens, RLE,
-#      schema, preprocess, tracking, layers) for aarch64;
+#      schema, preprocess, layers) for aarch64;
 #   2. `segstream run` on the first AARCH64_FRAMES frames of the sample (default 6) with ONNX
 #      Runtime's aarch64 library (PyPI's onnxruntime aarch64 wheel, fetched with
 #      `pip download --platform`), compared with the x86-64 run of the same tree
@@ -60,8 +60,8 @@ BIN_ARM=target/$TARGET/debug/segstream
 env -u GST_PLUGIN_SYSTEM_PATH -u GST_REGISTRY -u GST_REGISTRY_FORK $CARGO build -q --bin segstream
 arm_env=(env ORT_DYLIB_PATH="$PWD/$ORT_ARM")
 t2=$(date +%s)
-# Bounded: under Debian 12's qemu 7.2, ONNX Runtime's session creation has been seen not to
-# finish (docs/BENCHMARKS.md, "aarch64 under emulation").
+# Bounded: an emulated run that stops making progress (as it did before commit 37f5722, when
+# two glibc loaders were mixed) must not hang the script.
 set +e
 "${arm_env[@]}" timeout "${AARCH64_RUN_LIMIT:-1800}" qemu-aarch64 -L "$PWD/.cross/qemu-root" -E LD_LIBRARY_PATH="$PWD/.cross/dev/usr/lib/aarch64-linux-gnu" "$BIN_ARM" run samples/shapes.mp4 --no-overlay --threads 2 --timeout 600 --max-frames "$FRAMES" \
     --json "$OUT/shapes-aarch64.jsonl" 2>&1 | tail -n 5 | tee "$OUT/run-aarch64.log"

@@ -69,6 +69,16 @@ pub struct BrokerUrl {
     pub maxlen: Option<u64>,
     /// `?masks=false`.
     pub masks: Option<bool>,
+    /// `?overflow=block|drop-oldest` (the element's `overflow`).
+    pub overflow: Option<Overflow>,
+    /// `?queue-size=N` (the element's `queue-size`).
+    pub queue_size: Option<usize>,
+    /// `?connect-timeout=SECONDS`.
+    pub connect_timeout: Option<Duration>,
+    /// `?flush-timeout=SECONDS`.
+    pub flush_timeout: Option<Duration>,
+    /// `?wait=true|false` (the element's `wait-for-broker`).
+    pub wait_for_broker: Option<bool>,
 }
 
 impl std::fmt::Debug for BrokerUrl {
@@ -168,7 +178,34 @@ impl BrokerUrl {
             Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad(&format!("bad port {p:?}")))?,
             None => default_port,
         };
-        let mut out = BrokerUrl { scheme, host, port, user, password, target, qos: None, maxlen: None, masks: None };
+        let mut out = BrokerUrl {
+            scheme,
+            host,
+            port,
+            user,
+            password,
+            target,
+            qos: None,
+            maxlen: None,
+            masks: None,
+            overflow: None,
+            queue_size: None,
+            connect_timeout: None,
+            flush_timeout: None,
+            wait_for_broker: None,
+        };
+        let boolean = |k: &str, v: &str| match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(bad(&format!("{k}={v}: true or false"))),
+        };
+        let seconds = |k: &str, v: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite() && *t > 0.0 && *t <= 86_400.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| bad(&format!("{k}={v}: seconds, more than 0 and at most 86400")))
+        };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             match (k, scheme) {
@@ -180,11 +217,15 @@ impl BrokerUrl {
                 ("maxlen", Scheme::Redis) => {
                     out.maxlen = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(&format!("maxlen={v}: a positive integer")))?)
                 }
-                ("masks", _) => out.masks = Some(match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(bad(&format!("masks={v}: true or false"))),
-                }),
+                ("masks", _) => out.masks = Some(boolean(k, v)?),
+                ("overflow", _) => out.overflow = Some(v.parse().map_err(|e: String| bad(&e))?),
+                ("queue-size", _) => {
+                    out.queue_size =
+                        Some(v.parse().ok().filter(|n| (1..=1_000_000).contains(n)).ok_or_else(|| bad(&format!("queue-size={v}: 1 to 1000000")))?)
+                }
+                ("connect-timeout", _) => out.connect_timeout = Some(seconds(k, v)?),
+                ("flush-timeout", _) => out.flush_timeout = Some(seconds(k, v)?),
+                ("wait", _) => out.wait_for_broker = Some(boolean(k, v)?),
                 _ => return Err(bad(&format!("unknown option {k:?}"))),
             }
         }
@@ -232,6 +273,21 @@ impl BrokerUrl {
         }
         if let Some(v) = self.masks {
             q.push(format!("masks={v}"));
+        }
+        if let Some(v) = self.overflow {
+            q.push(format!("overflow={}", if v == Overflow::Block { "block" } else { "drop-oldest" }));
+        }
+        if let Some(v) = self.queue_size {
+            q.push(format!("queue-size={v}"));
+        }
+        if let Some(v) = self.connect_timeout {
+            q.push(format!("connect-timeout={}", v.as_secs_f64()));
+        }
+        if let Some(v) = self.flush_timeout {
+            q.push(format!("flush-timeout={}", v.as_secs_f64()));
+        }
+        if let Some(v) = self.wait_for_broker {
+            q.push(format!("wait={v}"));
         }
         let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
         let target = self.target.replace('%', "%25").replace('?', "%3F");
@@ -810,6 +866,28 @@ mod tests {
         assert_eq!(BrokerUrl::parse(&u.to_url_string()).unwrap(), u);
         let r = BrokerUrl::parse("redis://localhost/segs?maxlen=10").unwrap();
         assert_eq!((r.port, r.maxlen, r.target.as_str()), (6379, Some(10), "segs"));
+        assert_eq!((r.overflow, r.queue_size, r.connect_timeout, r.flush_timeout, r.wait_for_broker), (None, None, None, None, None));
+    }
+
+    #[test]
+    fn delivery_options_in_the_url() {
+        let u = BrokerUrl::parse("redis://h/k?overflow=drop-oldest&queue-size=50&connect-timeout=0.5&flush-timeout=30&wait=true").unwrap();
+        assert_eq!(u.overflow, Some(Overflow::DropOldest));
+        assert_eq!(u.queue_size, Some(50));
+        assert_eq!(u.connect_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(u.flush_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(u.wait_for_broker, Some(true));
+        assert_eq!(BrokerUrl::parse(&u.to_url_string()).unwrap(), u);
+        for (bad, needle) in [
+            ("mqtt://h/t?overflow=drop", "block or drop-oldest"),
+            ("mqtt://h/t?queue-size=0", "queue-size=0"),
+            ("mqtt://h/t?connect-timeout=-1", "connect-timeout=-1"),
+            ("mqtt://h/t?flush-timeout=abc", "flush-timeout=abc"),
+            ("mqtt://h/t?wait=maybe", "wait=maybe"),
+        ] {
+            let e = BrokerUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

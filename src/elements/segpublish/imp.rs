@@ -12,6 +12,7 @@ use gstreamer_base as gst_base;
 use crate::broker::{BrokerUrl, Overflow, PublishOptions, Publisher, StatsSnapshot};
 use crate::elements::meta::SegmentationMeta;
 use crate::elements::segmetaenc::record_line;
+use crate::schema::FrameRecord;
 use crate::util::lock;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -57,8 +58,34 @@ struct State {
     publisher: Arc<Publisher>,
     masks: bool,
     stream: String,
+    flush_timeout: Duration,
     /// Set once the queue was flushed at EOS.
     finished: bool,
+    /// The input is `application/x-ndjson` (after `segmetaenc`): buffers are record lines.
+    ndjson: bool,
+    /// The end of a line split across buffers (JSON input from a source that does not
+    /// push one line per buffer).
+    partial: Vec<u8>,
+}
+
+/// What to publish of one JSON line of the input: the line itself, checked to be a frame
+/// record, or its summary (masks left out). Blank lines give `None`.
+pub(crate) fn record_from_json_line(line: &[u8], masks: bool) -> Result<Option<String>, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("input line is not UTF-8: {e}"))?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let mut record = FrameRecord::from_json_line(text).map_err(|e| {
+        let start: String = text.chars().take(60).collect();
+        format!("{e} (line starts {start:?})")
+    })?;
+    if masks {
+        return Ok(Some(text.to_string()));
+    }
+    for s in &mut record.segments {
+        s.mask = Default::default();
+    }
+    Ok(Some(record.to_json_line()))
 }
 
 #[derive(Default)]
@@ -95,17 +122,16 @@ impl SegPublish {
 
     /// Flush the queue (bounded by `flush-timeout`) and post the summary; once.
     fn finish(&self) {
-        let publisher = {
+        let (publisher, timeout) = {
             let mut st = lock(&self.state);
             match st.as_mut() {
                 Some(s) if !s.finished => {
                     s.finished = true;
-                    s.publisher.clone()
+                    (s.publisher.clone(), s.flush_timeout)
                 }
                 _ => return,
             }
         };
-        let timeout = Duration::from_secs_f64(lock(&self.settings).flush_timeout);
         let stats = publisher.finish(timeout);
         *lock(&self.last) = stats;
         if stats.unsent > 0 {
@@ -119,6 +145,55 @@ impl SegPublish {
         gst::info!(CAT, imp = self, "end of stream: {s}");
         let obj = self.obj();
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+}
+
+impl SegPublish {
+    /// JSON-lines input: every complete line is one record.
+    fn render_json(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ["segpublish: cannot map an input buffer"]);
+            gst::FlowError::Error
+        })?;
+        let (publisher, masks, lines) = {
+            let mut st = lock(&self.state);
+            let s = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            s.partial.extend_from_slice(map.as_slice());
+            let Some(end) = s.partial.iter().rposition(|&b| b == b'\n') else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let rest = s.partial.split_off(end + 1);
+            let complete = std::mem::replace(&mut s.partial, rest);
+            (s.publisher.clone(), s.masks, complete)
+        };
+        for line in lines.split(|&b| b == b'\n') {
+            match record_from_json_line(line, masks) {
+                Ok(Some(record)) => publisher.send(record),
+                Ok(None) => {}
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::StreamError::Decode, ["segpublish: {e}"]);
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// At EOS: a last line without its newline is still a record.
+    fn publish_partial_line(&self) {
+        let (publisher, masks, line) = {
+            let mut st = lock(&self.state);
+            let Some(s) = st.as_mut() else { return };
+            if !s.ndjson || s.partial.is_empty() {
+                return;
+            }
+            (s.publisher.clone(), s.masks, std::mem::take(&mut s.partial))
+        };
+        match record_from_json_line(&line, masks) {
+            Ok(Some(record)) => publisher.send(record),
+            Ok(None) => {}
+            Err(e) => gst::element_imp_warning!(self, gst::StreamError::Decode, ["segpublish: last line at end of stream: {e}"]),
+        }
     }
 }
 
@@ -141,7 +216,7 @@ impl ObjectImpl for SegPublish {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Broker URL")
-                    .blurb("mqtt://[user:pass@]host:port/topic[?qos=0|1&masks=false] or redis://[user:pass@]host:port/key[?maxlen=N&masks=false]; {stream} is replaced by stream-name; credentials may instead come from SEGSTREAM_BROKER_USER / SEGSTREAM_BROKER_PASSWORD; mqtts:// and rediss:// are refused (TLS not built in)")
+                    .blurb("mqtt://[user:pass@]host:port/topic[?qos=0|1&masks=false] or redis://[user:pass@]host:port/key[?maxlen=N&masks=false]; also ?overflow=, queue-size=, connect-timeout=, flush-timeout=, wait= (override the properties of those names; wait = wait-for-broker); {stream} is replaced by stream-name; credentials may instead come from SEGSTREAM_BROKER_USER / SEGSTREAM_BROKER_PASSWORD; mqtts:// and rediss:// are refused (TLS not built in)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("stream-name")
@@ -284,7 +359,10 @@ impl ElementImpl for SegPublish {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = crate::elements::any_video_caps();
+            // Video with `SegmentationMeta` (records made here), or the JSON lines of
+            // `segmetaenc` (published as they are, or as summaries with masks=false).
+            let mut caps = crate::elements::any_video_caps();
+            caps.make_mut().append(gst::Caps::new_empty_simple("application/x-ndjson"));
             vec![gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).expect("valid sink template")]
         });
         TEMPLATES.as_ref()
@@ -301,18 +379,27 @@ impl BaseSinkImpl for SegPublish {
             .clone()
             .ok_or_else(|| gst::error_msg!(gst::ResourceError::Settings, ("segpublish: no location (broker URL) set")))?;
         let url = BrokerUrl::parse(&location).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        // Options in the URL (how `run --publish` sets them) override the properties.
         let opts = PublishOptions {
-            queue_size: s.queue_size as usize,
-            overflow: s.overflow,
-            connect_timeout: Duration::from_secs_f64(s.connect_timeout),
-            wait_for_broker: s.wait_for_broker,
+            queue_size: url.queue_size.unwrap_or(s.queue_size as usize),
+            overflow: url.overflow.unwrap_or(s.overflow),
+            connect_timeout: url.connect_timeout.unwrap_or(Duration::from_secs_f64(s.connect_timeout)),
+            wait_for_broker: url.wait_for_broker.unwrap_or(s.wait_for_broker),
             qos: s.qos as u8,
             maxlen: s.maxlen,
         };
         let stream = self.stream_name();
         let publisher = Publisher::start(&url, &stream, &opts).map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{e}")))?;
         gst::info!(CAT, imp = self, "publishing to {}", publisher.url().redacted());
-        *lock(&self.state) = Some(State { publisher: Arc::new(publisher), masks: url.masks.unwrap_or(s.masks), stream, finished: false });
+        *lock(&self.state) = Some(State {
+            publisher: Arc::new(publisher),
+            masks: url.masks.unwrap_or(s.masks),
+            stream,
+            flush_timeout: url.flush_timeout.unwrap_or(Duration::from_secs_f64(s.flush_timeout)),
+            finished: false,
+            ndjson: false,
+            partial: Vec::new(),
+        });
         Ok(())
     }
 
@@ -324,7 +411,19 @@ impl BaseSinkImpl for SegPublish {
         Ok(())
     }
 
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let ndjson = caps.structure(0).is_some_and(|s| s.name() == "application/x-ndjson");
+        if let Some(st) = lock(&self.state).as_mut() {
+            st.ndjson = ndjson;
+        }
+        gst::debug!(CAT, imp = self, "input {}", if ndjson { "JSON lines" } else { "video with meta" });
+        self.parent_set_caps(caps)
+    }
+
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if lock(&self.state).as_ref().is_some_and(|s| s.ndjson) {
+            return self.render_json(buffer);
+        }
         let Some(meta) = buffer.meta::<SegmentationMeta>() else {
             gst::trace!(CAT, imp = self, "buffer {:?} without SegmentationMeta: no record", buffer.pts());
             return Ok(gst::FlowSuccess::Ok);
@@ -340,6 +439,7 @@ impl BaseSinkImpl for SegPublish {
 
     fn event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
+            self.publish_partial_line();
             self.finish();
         }
         self.parent_event(event)
@@ -357,5 +457,33 @@ impl BaseSinkImpl for SegPublish {
             s.publisher.resume();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_from_json_line;
+
+    const LINE: &str = r#"{"schema":"segstream.frame/1","stream":"a","frame":3,"pts":100,"width":4,"height":2,"model":"m","task":"panoptic","timings":{"preprocess_ms":1.0,"inference_ms":2.0,"postprocess_ms":3.0},"stale":false,"segments":[{"id":1,"label_id":0,"label":"circle","score":0.9,"is_thing":true,"area":2,"bbox":[0,0,1,2],"mask":{"size":[2,4],"counts":"02N0"}}]}"#;
+
+    #[test]
+    fn a_record_line_passes_unchanged_or_as_its_summary() {
+        assert_eq!(record_from_json_line(format!("{LINE}\r").as_bytes(), true).unwrap().as_deref(), Some(LINE));
+        let summary = record_from_json_line(LINE.as_bytes(), false).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(v["frame"], 3);
+        assert_eq!(v["segments"][0]["label"], "circle");
+        assert!(v["segments"][0].get("mask").is_none(), "{summary}");
+        assert_eq!(record_from_json_line(b"  ", true).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_frame_record_is_an_error_naming_it() {
+        let e = record_from_json_line(b"{\"hello\": 1}", true).unwrap_err();
+        assert!(e.contains("invalid frame record") && e.contains("hello"), "{e}");
+        let e = record_from_json_line(LINE.replace("segstream.frame/1", "other/2").as_bytes(), true).unwrap_err();
+        assert!(e.contains("\"other/2\""), "{e}");
+        let e = record_from_json_line(&[0xff, 0xfe], true).unwrap_err();
+        assert!(e.contains("UTF-8"), "{e}");
     }
 }

@@ -577,8 +577,15 @@ fn cli_publish_bad_url_and_unreachable_broker() {
 fn cli_publish_delivers_records() {
     let b = Broker::start(Kind::Redis, "cli-ok", false, None);
     let d = common::workdir("brokers", "cli-ok");
-    let out = cli(&d, &["run", "--no-overlay", "--max-frames", "5", "--publish", &b.url("{stream}")]);
+    let out = cli(&d, &["run", "--no-overlay", "--max-frames", "5", "--publish", &b.url("{stream}"), "--summary", "sum.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The counters, printed and in the summary JSON.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("5 of 5 records confirmed, 0 dropped"), "{stdout}");
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("sum.json")).unwrap()).unwrap();
+    let p = &sum["inputs"][0]["publish"][0];
+    assert_eq!((p["queued"].as_u64(), p["published"].as_u64(), p["unsent"].as_u64()), (Some(5), Some(5), Some(0)), "{sum}");
+    assert!(p["url"].as_str().unwrap().starts_with("redis://127.0.0.1:"), "{sum}");
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", b.port)).unwrap();
     let mut c = client.get_connection().unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();

@@ -716,6 +716,21 @@ pub struct RunReport {
     /// Live sources: times the source dropped, and times it came back.
     pub drops: u32,
     pub reconnects: u32,
+    /// `run --publish`: one entry per broker, in the order of the flags.
+    pub publish: Vec<PublishReport>,
+}
+
+/// What one `--publish` branch delivered: the broker URL without credentials and the
+/// `segpublish` element's counters at the end of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PublishReport {
+    pub url: String,
+    pub queued: u64,
+    pub published: u64,
+    pub dropped: u64,
+    pub resent: u64,
+    pub reconnects: u64,
+    pub unsent: u64,
 }
 
 impl RunReport {
@@ -1126,7 +1141,29 @@ impl SegPipeline {
             warnings,
             drops: 0,
             reconnects: 0,
+            publish: self.publish_reports(),
         }
+    }
+
+    /// The counters of the `publish{i}` branches [`publish`](Self::publish) added.
+    fn publish_reports(&self) -> Vec<PublishReport> {
+        (0..)
+            .map_while(|i| self.pipeline.by_name(&format!("publish{i}")))
+            .map(|e| {
+                let s = e.property::<gst::Structure>("stats");
+                let get = |f: &str| s.get::<u64>(f).unwrap_or(0);
+                PublishReport {
+                    // The element reads its location back without credentials.
+                    url: e.property::<Option<String>>("location").unwrap_or_default(),
+                    queued: get("queued"),
+                    published: get("published"),
+                    dropped: get("dropped"),
+                    resent: get("resent"),
+                    reconnects: get("reconnects"),
+                    unsent: get("unsent"),
+                }
+            })
+            .collect()
     }
 }
 

@@ -125,6 +125,9 @@ pub struct InputSummary {
     pub frames: u64,
     pub seconds: f64,
     pub outputs: Vec<PathBuf>,
+    /// `--publish`: what each broker got (absent without `--publish`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::app::pipeline::PublishReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -317,6 +320,7 @@ mod tests {
     #[test]
     fn summary_totals_and_json() {
         let inp = |status: &str, frames| InputSummary {
+            publish: Vec::new(),
             input: "x.mp4".into(),
             status: status.into(),
             error: None,

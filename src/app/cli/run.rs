@@ -640,6 +640,7 @@ fn write_summary(path: &Path, shard: Option<Shard>, inputs_total: usize, items: 
                 frames: i.report.as_ref().map_or(0, |r| r.frames),
                 seconds: i.report.as_ref().map_or(0.0, |r| (r.wall.as_secs_f64() * 1000.0).round() / 1000.0),
                 outputs: i.report.as_ref().map(|r| r.written.clone()).unwrap_or_default(),
+                publish: i.report.as_ref().map(|r| r.publish.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -725,6 +726,12 @@ fn print_report(source: &Source, r: &RunReport) {
         println!(
             "source dropped {} time(s), reconnected {} time(s)",
             r.drops, r.reconnects
+        );
+    }
+    for p in &r.publish {
+        println!(
+            "published to {}: {} of {} records confirmed, {} dropped, {} sent again, {} reconnections, {} unsent",
+            p.url, p.published, p.queued, p.dropped, p.resent, p.reconnects, p.unsent
         );
     }
     if r.timings.is_empty() {

@@ -7,7 +7,8 @@
 //! sample's 11 instances: all of them).
 //!
 //! This measures the tracker alone (perfect masks in). What it gives on the sample model's
-//! own output is recorded in docs/BENCHMARKS.md (the model's thing labels are weak).
+//! own output (`model_output_tracking_report`, ignored: it runs the model) is recorded in
+//! docs/BENCHMARKS.md, "Tracking on the model's output".
 
 mod common;
 

@@ -367,7 +367,7 @@ pub struct Stats {
     pub unsent: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
     pub queued: u64,
     pub published: u64,

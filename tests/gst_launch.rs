@@ -301,20 +301,6 @@ fn launch_tee_to_mp4_and_json_lines() {
     }
 }
 
-/// What must agree between two runs: every record's identity and segments (ids, labels,
-/// scores, boxes, track ids and RLE masks), timings aside.
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map(|l| {
-            let r = segstream::schema::FrameRecord::from_json_line(l).unwrap();
-            serde_json::json!({
-                "frame": r.frame, "pts": r.pts, "size": [r.width, r.height], "model": r.model,
-                "task": r.task, "stale": r.stale, "segments": r.segments,
-            })
-        })
-        .collect()
-}
 
 /// Every `segstream run` flag that is a `mask2former` property gives the JSON that the
 /// property gives in `gst-launch-1.0`, on a model and clip of the test's own making: the
@@ -394,7 +380,7 @@ fn every_run_flag_equals_its_property_in_gst_launch() {
         );
         assert!(out.status.success(), "gst-launch {props}: {}", String::from_utf8_lossy(&out.stderr));
 
-        let (cli, launch) = (records(&cli_json), records(&launch_json));
+        let (cli, launch) = (common::records(&cli_json), common::records(&launch_json));
         assert!(cli.len() >= 12, "{flags:?}: {} records, one per frame of the clip expected", cli.len());
         assert!(cli == launch, "{flags:?} and `{props}` disagree");
         assert!(cli.iter().all(|r| r["model"] == "own-m2f"));

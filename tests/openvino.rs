@@ -221,20 +221,6 @@ fn segstream(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     wait_with_deadline(c.spawn().expect("spawn segstream"), &format!("segstream {args:?}"), LONG)
 }
 
-/// What must agree between two runs: every record's identity and segments (ids, labels,
-/// scores, boxes, RLE masks), timings and stream name aside.
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map(|l| {
-            let r = segstream::schema::FrameRecord::from_json_line(l).unwrap();
-            serde_json::json!({
-                "frame": r.frame, "pts": r.pts, "size": [r.width, r.height], "model": r.model,
-                "task": r.task, "stale": r.stale, "segments": r.segments,
-            })
-        })
-        .collect()
-}
 
 /// Scores may differ in the last bits of an f32 (a different summation order in the two
 /// runtimes): the tolerance on them. Everything else must be equal.
@@ -315,7 +301,7 @@ fn sample_json_records_agree_in_f32() {
     assert!(stderr.contains("openvino-cpu-f32") && stderr.contains("precision=f32"), "{stderr}");
     assert!(stderr.contains(&cache.display().to_string()), "the cache is named: {stderr}");
     assert!(cache_files(&cache) > 0, "nothing cached in {}", cache.display());
-    let (ort, ov) = (records(&d.join("ort.jsonl")), records(&d.join("ov.jsonl")));
+    let (ort, ov) = (common::records(&d.join("ort.jsonl")), common::records(&d.join("ov.jsonl")));
     assert_eq!(ort.len(), 180, "one record per frame of the sample");
     assert!(ort.iter().any(|r| r["segments"].as_array().is_some_and(|s| s.len() > 2)), "empty results prove nothing");
     assert_eq!(ort.len(), ov.len());
@@ -342,7 +328,7 @@ fn sample_json_records_agree_in_f32() {
     run("ov2.jsonl", &["--backend", "openvino", "--precision", "f32"]);
     println!("runs with OpenVINO: {first:?} (compiled, cached), then {:?} (from the cache)", t0.elapsed());
     assert_eq!(cache_files(&cache), n, "the second start adds nothing to the cache");
-    assert!(records(&d.join("ov2.jsonl")) == ov);
+    assert!(common::records(&d.join("ov2.jsonl")) == ov);
 }
 
 /// Two `mask2former` elements with backend=openvino sharing one batch group, in async
@@ -376,7 +362,7 @@ fn batch_group_and_async_mode_with_openvino() {
         &[],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let reference = records(&d.join("ref.jsonl"));
+    let reference = common::records(&d.join("ref.jsonl"));
     assert_eq!(reference.len() as u64, 2 * FRAMES);
 
     common::fixtures::init();
@@ -411,7 +397,7 @@ fn batch_group_and_async_mode_with_openvino() {
     assert!(stats.get::<u64>("multi-image-batches").unwrap() > 0, "no batch of two formed: {stats}");
     let mut images = 0;
     for i in 0..2 {
-        let got = records(&d.join(format!("s{i}.jsonl")));
+        let got = common::records(&d.join(format!("s{i}.jsonl")));
         assert!(got.len() as u64 >= FRAMES && got.len() <= reference.len(), "stream {i}: {} records", got.len());
         images += got.len() as u64;
         // Frames matched by pts: the element numbers the frames it sees, and near

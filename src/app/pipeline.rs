@@ -725,12 +725,8 @@ pub struct RunReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PublishReport {
     pub url: String,
-    pub queued: u64,
-    pub published: u64,
-    pub dropped: u64,
-    pub resent: u64,
-    pub reconnects: u64,
-    pub unsent: u64,
+    #[serde(flatten)]
+    pub stats: crate::broker::StatsSnapshot,
 }
 
 impl RunReport {
@@ -1155,12 +1151,14 @@ impl SegPipeline {
                 PublishReport {
                     // The element reads its location back without credentials.
                     url: e.property::<Option<String>>("location").unwrap_or_default(),
-                    queued: get("queued"),
-                    published: get("published"),
-                    dropped: get("dropped"),
-                    resent: get("resent"),
-                    reconnects: get("reconnects"),
-                    unsent: get("unsent"),
+                    stats: crate::broker::StatsSnapshot {
+                        queued: get("queued"),
+                        published: get("published"),
+                        dropped: get("dropped"),
+                        resent: get("resent"),
+                        reconnects: get("reconnects"),
+                        unsent: get("unsent"),
+                    },
                 }
             })
             .collect()

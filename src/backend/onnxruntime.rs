@@ -212,46 +212,17 @@ impl OrtBackend {
     }
 
     fn from_session(session: Session, name: &str) -> Result<Self> {
-        let inputs = session.inputs();
-        let outputs = session.outputs();
-        if inputs.len() != 1 || inputs[0].name() != INPUT_NAME {
-            let names: Vec<_> = inputs.iter().map(|o| o.name().to_string()).collect();
-            return Err(Error::ModelContract(format!("expected one input {INPUT_NAME:?}, model has {names:?}")));
-        }
-        let in_dims = tensor_dims(inputs[0].dtype())
-            .ok_or_else(|| Error::ModelContract(format!("input {INPUT_NAME:?} is not a tensor")))?;
-        if in_dims.len() != 4 || in_dims[1] != 3 || in_dims[2] <= 0 || in_dims[3] <= 0 {
-            return Err(Error::ModelContract(format!(
-                "input {INPUT_NAME:?} must be [N,3,H,W] with fixed H and W, model has {in_dims:?}"
-            )));
-        }
-        let (h, w) = (in_dims[2] as usize, in_dims[3] as usize);
-        if h % 32 != 0 || w % 32 != 0 {
-            return Err(Error::ModelContract(format!("input size {h}x{w} is not a multiple of 32")));
-        }
-        let find = |n: &str| outputs.iter().find(|o| o.name() == n).and_then(|o| tensor_dims(o.dtype()));
-        let names: Vec<_> = outputs.iter().map(|o| o.name().to_string()).collect();
-        let cls = find(CLASS_OUTPUT)
-            .ok_or_else(|| Error::ModelContract(format!("missing output {CLASS_OUTPUT:?} (outputs: {names:?})")))?;
-        let msk = find(MASK_OUTPUT)
-            .ok_or_else(|| Error::ModelContract(format!("missing output {MASK_OUTPUT:?} (outputs: {names:?})")))?;
-        if cls.len() != 3 || cls[1] <= 0 || cls[2] < 2 {
-            return Err(Error::ModelContract(format!("{CLASS_OUTPUT:?} must be [N,Q,K+1] with fixed Q and K, model has {cls:?}")));
-        }
-        if msk.len() != 4 || msk[1] != cls[1] {
-            return Err(Error::ModelContract(format!("{MASK_OUTPUT:?} must be [N,Q,H/4,W/4], model has {msk:?}")));
-        }
-        let (mh, mw) = (msk[2], msk[3]);
-        if (mh > 0 && mh as usize != h / 4) || (mw > 0 && mw as usize != w / 4) {
-            return Err(Error::ModelContract(format!("{MASK_OUTPUT:?} is {mh}x{mw}, expected {}x{} (input / 4)", h / 4, w / 4)));
-        }
-        let fixed_batch = (in_dims[0] > 0).then_some(in_dims[0] as usize);
+        // A non-tensor input or output has no dimensions: the contract check refuses it.
+        let declared = |outlets: &[ort::value::Outlet]| -> Vec<(String, Vec<i64>)> {
+            outlets.iter().map(|o| (o.name().to_string(), tensor_dims(o.dtype()).unwrap_or_default())).collect()
+        };
+        let dims = super::check_contract(&declared(session.inputs()), &declared(session.outputs()))?;
         Ok(OrtBackend {
             name: name.to_string(),
-            input_hw: (h, w),
-            fixed_batch,
-            queries: cls[1] as usize,
-            classes_plus_one: cls[2] as usize,
+            input_hw: dims.input_hw,
+            fixed_batch: dims.fixed_batch,
+            queries: dims.queries,
+            classes_plus_one: dims.classes_plus_one,
             session,
         })
     }

@@ -102,12 +102,10 @@ impl std::fmt::Display for Precision {
 impl std::str::FromStr for Precision {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Precision::Auto),
-            "f32" | "fp32" | "float32" => Ok(Precision::F32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(Error::InvalidArgument(format!("unknown precision {s:?} (auto, f32, bf16)"))),
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Precision::Auto);
         }
+        Precision::from_hint(s).ok_or_else(|| Error::InvalidArgument(format!("unknown precision {s:?} (auto, f32, bf16)")))
     }
 }
 

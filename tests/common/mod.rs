@@ -109,3 +109,20 @@ pub fn wait_with_deadline(mut child: std::process::Child, what: &str, limit: std
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The JSON Lines of a run as what must agree between two runs: every record's identity
+/// and segments (ids, labels, scores, boxes, track ids, RLE masks), timings and stream
+/// name aside.
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let r = segstream::schema::FrameRecord::from_json_line(l).unwrap();
+            serde_json::json!({
+                "frame": r.frame, "pts": r.pts, "size": [r.width, r.height], "model": r.model,
+                "task": r.task, "stale": r.stale, "segments": r.segments,
+            })
+        })
+        .collect()
+}
+

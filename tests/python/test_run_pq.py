@@ -3,14 +3,16 @@ truth, has the same PQ (within 0.01) as the reference pipeline on the same decod
 
 Reference: the same network (the committed ONNX export, which reproduces the PyTorch
 checkpoint's logits to ~3e-7 relative error — tests/segmenter.rs checks that on the golden
-frames) fed the way transformers users feed it (PIL bilinear resize, ImageNet normalize),
-post-processed two ways with the card's input size and thresholds, stuff merged:
+frames) on the same decoded frames, with the card's input size and thresholds, stuff merged:
 
 - detectron2's `panoptic_inference` after `sem_seg_postprocess` (transcribed below in torch),
-  the semantics segstream follows by default: PQ must agree within 0.01;
-- transformers' own `post_process_panoptic_segmentation`, which resizes the masks through a
-  fixed 384×384 square first: reported (printed), not asserted — the gap is a property of
-  that post-processing, not of the network.
+  the semantics segstream follows by default, on the input segstream makes (the frame resized
+  to fit with PIL bilinear, ImageNet-normalized, zero-padded; `shapes.model_input`) with the
+  padding cropped off the masks: PQ must agree within 0.01;
+- transformers' own `post_process_panoptic_segmentation` on the frame fed the way
+  transformers users feed it (stretched to the input size), which also resizes the masks
+  through a fixed 384×384 square first: reported (printed), not asserted — the gap is a
+  property of that pipeline, not of the network.
 
 Needs the Rust binary (`cargo build`, which `make test` runs first); skipped without it.
 """
@@ -150,7 +152,11 @@ def test_run_json_pq_matches_reference(tmp_path):
         a = anns[i]
         gt_ids = pq.read_id_png(os.path.join(GT_DIR, a["file_name"]))
         ref += pq.pq_image(gt_ids, a["segments_info"], ids, segs, cats)
-        ids, segs = detectron2_panoptic(torch.from_numpy(c[0]), torch.from_numpy(m[0]), (H, W), (H, W), (h, w), things,
+        # detectron2's semantics on the input segstream makes (resized to fit, zero-padded;
+        # the padding cropped off the masks before the resize to the frame).
+        pix, valid = shapes.model_input(f, H, W)
+        c, m = sess.run(["class_queries_logits", "masks_queries_logits"], {"pixel_values": pix[None]})
+        ids, segs = detectron2_panoptic(torch.from_numpy(c[0]), torch.from_numpy(m[0]), (H, W), valid, (h, w), things,
                                        thr=thr, mask_thr=mask_thr, overlap=overlap)
         d2 += pq.pq_image(gt_ids, a["segments_info"], ids, segs, cats)
 

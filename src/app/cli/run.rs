@@ -731,7 +731,7 @@ fn print_report(source: &Source, r: &RunReport) {
     for p in &r.publish {
         println!(
             "published to {}: {} of {} records confirmed, {} dropped, {} sent again, {} reconnections, {} unsent",
-            p.url, p.published, p.queued, p.dropped, p.resent, p.reconnects, p.unsent
+            p.url, p.stats.published, p.stats.queued, p.stats.dropped, p.stats.resent, p.stats.reconnects, p.stats.unsent
         );
     }
     if r.timings.is_empty() {

@@ -11,7 +11,7 @@
 //! [`Error::OpenVinoMissing`], naming the path tried.
 //!
 //! Precision ([`Precision`]): `f32`, `bf16`, or `auto` = bf16 where the device reports
-//! BF16 among its optimization capabilities (on the CPU: AMX or AVX-512-bf16) and the model
+//! BF16 among its optimization capabilities (on the CPU: AMX; AVX-512-bf16 alone is slower than f32) and the model
 //! card does not say `"bf16": false`, f32 otherwise. The precision is always set
 //! explicitly (OpenVINO's CPU plugin would otherwise pick bf16 by itself on AMX machines)
 //! and read back from the compiled model: a device that compiled another precision than
@@ -50,10 +50,10 @@ const LOCAL_DIR: &str = ".openvino/lib";
 #[repr(u32)]
 #[enum_type(name = "GstSegstreamPrecision")]
 pub enum Precision {
-    /// bf16 where the device has it (CPU: AMX or AVX-512-bf16) and the card allows it, else f32.
+    /// bf16 where the device has it (CPU: AMX) and the card allows it, else f32.
     #[default]
     #[enum_value(
-        name = "Auto: bf16 where the device supports it (CPU: AMX or AVX-512-bf16) and the model card allows it, f32 otherwise",
+        name = "Auto: bf16 where the device supports it (CPU: with AMX) and the model card allows it, f32 otherwise",
         nick = "auto"
     )]
     Auto = 0,
@@ -281,13 +281,20 @@ fn ov_err(what: &str) -> impl FnOnce(openvino::InferenceError) -> Error + '_ {
 /// The precision to compile in for `asked` on a device whose `OPTIMIZATION_CAPABILITIES`
 /// are `capabilities`, with the reason (said by [`Backend::details`]). An explicit `bf16`
 /// on a device without BF16 is an error, never a silent f32.
-pub fn pick_precision(asked: Precision, device: &str, capabilities: &[String], card_allows_bf16: bool) -> Result<(Precision, String)> {
+///
+/// `auto` on the CPU also needs AMX (`cpu_amx`): with AVX-512-bf16 alone, bf16 ran 1.5× slower
+/// than f32 on the real-size Swin-T here (docs/BENCHMARKS.md, "OpenVINO"), so `auto` keeps
+/// f32 there; an explicit `bf16` still runs.
+pub fn pick_precision(
+    asked: Precision,
+    device: &str,
+    capabilities: &[String],
+    card_allows_bf16: bool,
+    cpu_amx: bool,
+) -> Result<(Precision, String)> {
     let has_bf16 = capabilities.iter().any(|c| c.eq_ignore_ascii_case("BF16"));
-    let what = if device.to_ascii_uppercase().starts_with("CPU") {
-        "the CPU has AMX or AVX-512-bf16"
-    } else {
-        "the device reports BF16"
-    };
+    let cpu = device.to_ascii_uppercase().starts_with("CPU");
+    let what = if cpu { "the CPU has AMX or AVX-512-bf16" } else { "the device reports BF16" };
     let caps = capabilities.join(" ");
     Ok(match asked {
         Precision::F32 => (Precision::F32, "precision=f32".into()),
@@ -298,16 +305,29 @@ pub fn pick_precision(asked: Precision, device: &str, capabilities: &[String], c
                  AVX-512-bf16; capabilities: {caps}); use precision=f32 or auto"
             )));
         }
-        Precision::Auto if has_bf16 && card_allows_bf16 => {
-            (Precision::Bf16, format!("precision=auto picked bf16: {what} and the model card allows it"))
-        }
-        Precision::Auto if has_bf16 => {
+        Precision::Auto if has_bf16 && !card_allows_bf16 => {
             (Precision::F32, "precision=auto picked f32: the model card says \"bf16\": false".into())
+        }
+        Precision::Auto if has_bf16 && cpu && !cpu_amx => (
+            Precision::F32,
+            "precision=auto picked f32: the CPU has AVX-512-bf16 but no AMX, where bf16 is slower than f32 \
+             (precision=bf16 forces it)"
+                .into(),
+        ),
+        Precision::Auto if has_bf16 => {
+            let what = if cpu { "the CPU has AMX" } else { what };
+            (Precision::Bf16, format!("precision=auto picked bf16: {what} and the model card allows it"))
         }
         Precision::Auto => {
             (Precision::F32, format!("precision=auto picked f32: device {device} has no bfloat16 support (capabilities: {caps})"))
         }
     })
+}
+
+/// Whether this machine's CPU has AMX bf16 tiles (Linux: the `amx_bf16` flag of
+/// /proc/cpuinfo; elsewhere, false).
+pub fn cpu_has_amx() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").map(|s| s.split_whitespace().any(|f| f == "amx_bf16")).unwrap_or(false)
 }
 
 /// The OpenVINO backend: one compiled model and one infer request.
@@ -361,7 +381,7 @@ impl OpenVinoBackend {
             .get_property(&dev, &PropertyKey::Other("OPTIMIZATION_CAPABILITIES".into()))
             .map_err(|e| Error::InvalidArgument(format!("OpenVINO device {device:?} is not available: {e}")))?;
         let caps: Vec<String> = caps.split([' ', ',']).filter(|c| !c.is_empty()).map(str::to_string).collect();
-        let (precision, why) = pick_precision(opts.precision, device, &caps, card.bf16 != Some(false))?;
+        let (precision, why) = pick_precision(opts.precision, device, &caps, card.bf16 != Some(false), cpu_has_amx())?;
 
         let set = |core: &mut Core, key: RwPropertyKey, value: &str| {
             let label = format!("{key:?}");
@@ -522,11 +542,18 @@ mod tests {
     }
 
     #[test]
-    fn auto_picks_bf16_only_with_device_support_and_the_cards_consent() {
+    fn auto_picks_bf16_only_with_device_support_amx_on_the_cpu_and_the_cards_consent() {
         let with: Vec<String> = ["BF16", "FP32", "INT8"].map(String::from).to_vec();
         let without: Vec<String> = ["FP32", "INT8"].map(String::from).to_vec();
-        let pick = |asked, caps: &[String], card| pick_precision(asked, "CPU", caps, card);
+        let pick = |asked, caps: &[String], card| pick_precision(asked, "CPU", caps, card, true);
         assert_eq!(pick(Precision::Auto, &with, true).unwrap().0, Precision::Bf16);
+        // A CPU with AVX-512-bf16 but no AMX: auto keeps f32 and says why; bf16 on request.
+        let (p, why) = pick_precision(Precision::Auto, "CPU", &with, true, false).unwrap();
+        assert_eq!(p, Precision::F32);
+        assert!(why.contains("no AMX"), "{why}");
+        assert_eq!(pick_precision(Precision::Bf16, "CPU", &with, true, false).unwrap().0, Precision::Bf16);
+        // Another device: its BF16 capability is enough.
+        assert_eq!(pick_precision(Precision::Auto, "GPU", &with, true, false).unwrap().0, Precision::Bf16);
         let (p, why) = pick(Precision::Auto, &with, false).unwrap();
         assert_eq!(p, Precision::F32);
         assert!(why.contains("\"bf16\": false"), "{why}");

@@ -138,7 +138,7 @@ pub struct RunArgs {
 /// The OpenVINO flags of `run` and `bench` (the `mask2former` properties of the same names).
 #[derive(Debug, Clone, Args)]
 pub struct OpenVinoArgs {
-    /// --backend openvino: auto (bf16 where the CPU has AMX or AVX-512-bf16 and the model
+    /// --backend openvino: auto (bf16 where the CPU has AMX and the model
     /// card allows it, else f32; what it picked is printed), f32, or bf16.
     #[arg(long, default_value = "auto", value_parser = parse_name::<Precision>)]
     pub precision: Precision,

@@ -92,7 +92,7 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecEnum::builder_with_default("precision", d.precision)
                 .nick("Precision")
-                .blurb("backend=openvino: the precision the network computes in. auto = bf16 where the device supports it (CPU: AMX or AVX-512-bf16) and the model card does not say \"bf16\": false, f32 otherwise; bf16 where the device lacks it is an error. What runs is read back from OpenVINO and reported (the inference property, the backend name openvino-cpu-bf16 / -f32)")
+                .blurb("backend=openvino: the precision the network computes in. auto = bf16 where the device supports it (CPU: with AMX; AVX-512-bf16 alone is slower, so f32) and the model card does not say \"bf16\": false, f32 otherwise; bf16 where the device lacks it is an error. What runs is read back from OpenVINO and reported (the inference property, the backend name openvino-cpu-bf16 / -f32)")
                 .mutable_ready()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("performance-hint", d.performance_hint)

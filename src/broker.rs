@@ -275,7 +275,7 @@ impl BrokerUrl {
             q.push(format!("masks={v}"));
         }
         if let Some(v) = self.overflow {
-            q.push(format!("overflow={}", if v == Overflow::Block { "block" } else { "drop-oldest" }));
+            q.push(format!("overflow={}", v.as_str()));
         }
         if let Some(v) = self.queue_size {
             q.push(format!("queue-size={v}"));
@@ -312,6 +312,16 @@ pub enum Overflow {
     Block,
     /// Drop the oldest queued record (counted in `dropped`).
     DropOldest,
+}
+
+impl Overflow {
+    /// The name the property, the URL option and [`FromStr`](std::str::FromStr) use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Block => "block",
+            Overflow::DropOldest => "drop-oldest",
+        }
+    }
 }
 
 impl std::str::FromStr for Overflow {

@@ -1145,21 +1145,10 @@ impl SegPipeline {
     fn publish_reports(&self) -> Vec<PublishReport> {
         (0..)
             .map_while(|i| self.pipeline.by_name(&format!("publish{i}")))
-            .map(|e| {
-                let s = e.property::<gst::Structure>("stats");
-                let get = |f: &str| s.get::<u64>(f).unwrap_or(0);
-                PublishReport {
-                    // The element reads its location back without credentials.
-                    url: e.property::<Option<String>>("location").unwrap_or_default(),
-                    stats: crate::broker::StatsSnapshot {
-                        queued: get("queued"),
-                        published: get("published"),
-                        dropped: get("dropped"),
-                        resent: get("resent"),
-                        reconnects: get("reconnects"),
-                        unsent: get("unsent"),
-                    },
-                }
+            .map(|e| PublishReport {
+                // The element reads its location back without credentials.
+                url: e.property::<Option<String>>("location").unwrap_or_default(),
+                stats: crate::elements::segpublish::stats_from_structure(&e.property::<gst::Structure>("stats")),
             })
             .collect()
     }

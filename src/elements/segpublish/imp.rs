@@ -109,15 +109,7 @@ impl SegPublish {
     }
 
     fn stats_structure(&self, name: &str) -> gst::Structure {
-        let s = self.stats();
-        gst::Structure::builder(name)
-            .field("queued", s.queued)
-            .field("published", s.published)
-            .field("dropped", s.dropped)
-            .field("resent", s.resent)
-            .field("reconnects", s.reconnects)
-            .field("unsent", s.unsent)
-            .build()
+        super::stats_structure(name, &self.stats())
     }
 
     /// Flush the queue (bounded by `flush-timeout`) and post the summary; once.
@@ -329,11 +321,7 @@ impl ObjectImpl for SegPublish {
             "qos" => s.qos.to_value(),
             "maxlen" => s.maxlen.to_value(),
             "queue-size" => s.queue_size.to_value(),
-            "overflow" => match s.overflow {
-                Overflow::Block => "block",
-                Overflow::DropOldest => "drop-oldest",
-            }
-            .to_value(),
+            "overflow" => s.overflow.as_str().to_value(),
             "connect-timeout" => s.connect_timeout.to_value(),
             "flush-timeout" => s.flush_timeout.to_value(),
             "wait-for-broker" => s.wait_for_broker.to_value(),

@@ -29,6 +29,20 @@
 //! - **Stuff** (and every segment of a semantic result) gets one id per class, kept for
 //!   the tracker's lifetime (and is never relabelled).
 //!
+//! - **Weak models** (issue 21) miss objects for many frames, cover one object with two
+//!   segments, or two objects with one. So: an overlap score drops a little for every
+//!   frame its track went unseen (a track matched in the last frame wins over an old one
+//!   left where the object was); an unmatched segment of a familiar label lying at least
+//!   [`PART_INSIDE`] inside a guess of a track matched in the same frame is another *part*
+//!   of that object and gets its id; an unmatched segment of a lost track's stable label
+//!   within [`REID_RADIUS`] × the track's size of where it was (or of where its motion
+//!   puts it) continues the nearest such track.
+//! - **Split masks**: before matching, a thing segment whose mask falls into pieces far
+//!   apart (more than [`SPLIT_GAP`] of the frame's diagonal; a weak model's query sometimes
+//!   covers two objects of one class) is split into one segment per group of pieces, with
+//!   new segment ids after the largest one in use (panoptic results only);
+//!   [`Tracker::split`] lists them. The largest group keeps the segment's id.
+//!
 //! Thing and stuff ids come from one counter, so an id is never reused for another object
 //! or class. The tracker is pure (no GStreamer) and is driven by `mask2former track=true`.
 
@@ -61,6 +75,19 @@ const BOX_MARGIN: i64 = 2;
 const MAX_REAPPEAR_RATIO: f32 = 1.2;
 const BOX_SCORE: f32 = 0.1;
 
+/// Pieces of one thing segment (connected regions of its mask) lying farther apart than
+/// this fraction of the frame's diagonal are taken for separate objects and split into
+/// segments of their own before matching (panoptic results). A weak model's query
+/// sometimes covers two objects of one class at once, far apart; as one of them leaves or
+/// fades, the track would slide from one object to the other. Pieces of one object cut by
+/// an occluder lie closer (on the sample's ground truth: at most 40 px apart at 640×360,
+/// 5.4 % of the diagonal; the model's merged masks: 78 px and more).
+const SPLIT_GAP: f32 = 0.08;
+/// A piece smaller than this fraction of its segment, or than `MIN_PIECE_PX`, is never a
+/// segment of its own: it stays with the nearest larger piece.
+const MIN_PIECE: f32 = 0.05;
+const MIN_PIECE_PX: u64 = 64;
+
 /// Labels (issue 21): a thing's class may flicker from frame to frame on a weak model. A
 /// track keeps the raw labels of its last `VOTE_WINDOW` matched segments; its *stable*
 /// label is their majority (a tie keeps the current one). A segment whose label is among
@@ -69,6 +96,21 @@ const BOX_SCORE: f32 = 0.1;
 /// at least `CLASS_CHANGE_IOU` (or the configured threshold, if higher), ranked
 /// `CLASS_CHANGE_PENALTY` below.
 const VOTE_WINDOW: usize = 15;
+/// A track's guesses grow stale while it goes unmatched: an overlap score drops by
+/// `STALE_PENALTY` for every frame unseen after the first (at most `MAX_STALE_PENALTY`), so
+/// that a track matched in the last frame wins over an old one that happens to overlap as
+/// much (on a weak model, an old duplicate track left where the object was).
+const STALE_PENALTY: f32 = 0.03;
+const MAX_STALE_PENALTY: f32 = 0.3;
+/// Parts: an unmatched segment of a familiar label at least this fraction of which lies
+/// inside a guess of a track matched in the same frame is another part of that object (a
+/// weak model sometimes covers one object with two segments): it gets the track's id.
+const PART_INSIDE: f32 = 0.8;
+/// Re-identification: an unmatched segment of a lost track's stable label whose centroid
+/// lies within `REID_RADIUS` × the track's size (square root of its peak area) of where the
+/// track was, or of where its motion puts it now, continues the nearest such track (an
+/// object missed for a while that comes back some way off, e.g. after an occlusion).
+const REID_RADIUS: f32 = 1.5;
 const OTHER_LABEL_PENALTY: f32 = 0.05;
 const CLASS_CHANGE_IOU: f32 = 0.5;
 const CLASS_CHANGE_PENALTY: f32 = 0.25;
@@ -128,6 +170,8 @@ pub struct Tracker {
     names: HashMap<u32, String>,
     /// (segment id, raw label id) of the segments the last update relabelled.
     relabelled: Vec<(u32, u32)>,
+    /// (new segment id, the segment it was split from) of the last update.
+    split: Vec<(u32, u32)>,
 }
 
 impl Default for Tracker {
@@ -146,6 +190,7 @@ impl Tracker {
             size: None,
             names: HashMap::new(),
             relabelled: Vec::new(),
+            split: Vec::new(),
         }
     }
 
@@ -162,6 +207,13 @@ impl Tracker {
     /// their track's stable label, as (segment id, the model's own label id).
     pub fn relabelled(&self) -> &[(u32, u32)] {
         &self.relabelled
+    }
+
+    /// The segments the last [`Tracker::update`] split off (their pieces lay far apart), as
+    /// (new segment id, the id of the segment they were part of). The id map changed where
+    /// this is not empty.
+    pub fn split(&self) -> &[(u32, u32)] {
+        &self.split
     }
 
     /// Forget every track (stuff ids included), e.g. after a flush. Ids keep increasing.
@@ -192,6 +244,7 @@ impl Tracker {
         }
 
         self.relabelled.clear();
+        self.split = if seg.task == Task::Panoptic { split_far_pieces(seg) } else { Vec::new() };
         for s in &seg.segments {
             if s.is_thing && !self.names.contains_key(&s.label_id) {
                 self.names.insert(s.label_id, s.label.clone());
@@ -243,6 +296,9 @@ impl Tracker {
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         let class_change_iou = CLASS_CHANGE_IOU.max(self.cfg.iou_threshold);
         let mut counts: HashMap<u32, u32> = HashMap::new();
+        // (track, slot) → the largest fraction of the segment inside one of the track's
+        // guesses, for segments of a familiar label (parts, below).
+        let mut inside_of: HashMap<(usize, usize), f32> = HashMap::new();
         for (t, track) in self.tracks.iter_mut().enumerate() {
             // Two guesses of where the object is now: its last visible mask where it was,
             // and its reference mask moved by the estimated velocity. The better one counts.
@@ -279,9 +335,14 @@ impl Tracker {
                     // a part of its predicted mask; the reverse, a guess inside a larger
                     // segment, is a newcomer that covers a stale guess).
                     let inside = if b > 0.0 { i / b } else { 0.0 };
+                    if familiar {
+                        let e = inside_of.entry((t, slot)).or_insert(0.0);
+                        *e = e.max(inside);
+                    }
                     let min_iou = if familiar { self.cfg.iou_threshold } else { class_change_iou };
+                    let stale = (STALE_PENALTY * (track.unseen - 1) as f32).min(MAX_STALE_PENALTY);
                     let score = if iou >= min_iou {
-                        1.0 + iou - penalty
+                        1.0 + iou - penalty - stale
                     } else if familiar && inside >= MIN_INSIDE {
                         (inside - penalty) * self.cfg.iou_threshold
                     } else {
@@ -334,10 +395,70 @@ impl Tracker {
             }
         }
 
+        // Parts of objects matched in this frame.
+        let mut part_of: Vec<Option<usize>> = vec![None; thing_idx.len()];
+        for (&(t, slot), &inside) in &inside_of {
+            if slot_track[slot].is_none()
+                && track_taken[t]
+                && inside >= PART_INSIDE
+                && part_of[slot].is_none_or(|u| inside_of[&(u, slot)] < inside || (inside_of[&(u, slot)] == inside && t < u))
+            {
+                part_of[slot] = Some(t);
+            }
+        }
+        // Lost tracks found again nearby (same stable label), nearest first.
+        let mut reid: Vec<(f32, usize, usize)> = Vec::new();
+        for (slot, px) in pixels.iter().enumerate() {
+            if slot_track[slot].is_some() || part_of[slot].is_some() || px.is_empty() {
+                continue;
+            }
+            let label = seg.segments[thing_idx[slot]].label_id;
+            let c = centroid(px, w);
+            for (t, track) in self.tracks.iter().enumerate() {
+                if track_taken[t]
+                    || track.unseen <= 1
+                    || track.gone
+                    || track.label_id != label
+                    || px.len() as f32 > MAX_REAPPEAR_RATIO * track.peak
+                {
+                    continue;
+                }
+                let k = track.ref_age as f32;
+                let moved = (track.centroid.0 + track.velocity.0 * k, track.centroid.1 + track.velocity.1 * k);
+                let dist = |p: (f32, f32)| ((c.0 - p.0).powi(2) + (c.1 - p.1).powi(2)).sqrt();
+                let d = dist(track.centroid).min(dist(moved));
+                if d <= REID_RADIUS * track.peak.sqrt() {
+                    reid.push((d, t, slot));
+                }
+            }
+        }
+        reid.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, t, slot) in reid {
+            if !track_taken[t] && slot_track[slot].is_none() {
+                track_taken[t] = true;
+                slot_track[slot] = Some(t);
+            }
+        }
+
         let mut new_tracks = Vec::new();
+        let mut parts: Vec<(usize, Vec<u32>)> = Vec::new();
         for (slot, px) in pixels.into_iter().enumerate() {
             let i = thing_idx[slot];
             let centroid = centroid(&px, w);
+            if let Some(t) = part_of[slot] {
+                let track = &self.tracks[t];
+                seg.segments[i].track_id = Some(track.id);
+                let raw = seg.segments[i].label_id;
+                if track.label_id != raw {
+                    if let Some(name) = self.names.get(&track.label_id) {
+                        seg.segments[i].label.clone_from(name);
+                    }
+                    seg.segments[i].label_id = track.label_id;
+                    self.relabelled.push((seg.segments[i].id, raw));
+                }
+                parts.push((t, px));
+                continue;
+            }
             match slot_track[slot] {
                 Some(t) => {
                     let track = &mut self.tracks[t];
@@ -398,6 +519,10 @@ impl Tracker {
                 }
             }
         }
+        // A part belongs to the visible mask of its object.
+        for (t, px) in parts {
+            self.tracks[t].last.extend(px);
+        }
         let max_age = self.cfg.max_age;
         self.tracks.retain(|t| t.unseen <= max_age && !t.gone);
         self.tracks.extend(new_tracks);
@@ -427,6 +552,188 @@ impl Track {
         }
         self.label_id = best.1;
     }
+}
+
+/// Split every thing segment of `seg` whose pieces (4-connected regions of its mask) form
+/// groups farther apart than [`SPLIT_GAP`] of the frame's diagonal: the group with the most
+/// pixels keeps the segment, each other group becomes a new segment (same class and score,
+/// a new id above every id in use) and its pixels take that id in the id map. Pieces
+/// smaller than [`MIN_PIECE`] of the segment (or [`MIN_PIECE_PX`]) join the group of the
+/// nearest larger piece. Returns (new id, original id) of the new segments.
+fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
+    let (w, h) = (seg.width as usize, seg.height as usize);
+    let things: HashMap<u32, usize> =
+        seg.segments.iter().enumerate().filter(|(_, s)| s.is_thing).map(|(i, s)| (s.id, i)).collect();
+    if things.is_empty() || seg.ids.len() != w * h {
+        return Vec::new();
+    }
+    // Connected pieces: union-find over the pixels, joining equal thing ids left and above.
+    let mut parent: Vec<u32> = (0..(w * h) as u32).collect();
+    fn root(parent: &mut [u32], mut p: u32) -> u32 {
+        while parent[p as usize] != p {
+            let up = parent[parent[p as usize] as usize];
+            parent[p as usize] = up;
+            p = up;
+        }
+        p
+    }
+    for y in 0..h {
+        for x in 0..w {
+            let p = y * w + x;
+            let id = seg.ids[p];
+            if id == 0 || !things.contains_key(&id) {
+                continue;
+            }
+            for q in [(x > 0).then(|| p - 1), (y > 0).then(|| p - w)].into_iter().flatten() {
+                if seg.ids[q] == id {
+                    let (a, b) = (root(&mut parent, p as u32), root(&mut parent, q as u32));
+                    if a != b {
+                        parent[a.max(b) as usize] = a.min(b);
+                    }
+                }
+            }
+        }
+    }
+    // Pieces: area and box (x0, x1, y0, y1), per segment id.
+    struct Piece {
+        id: u32,
+        area: u64,
+        bbox: (i64, i64, i64, i64),
+    }
+    let mut piece_of_root: HashMap<u32, usize> = HashMap::new();
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut piece_of_px: Vec<u32> = vec![u32::MAX; w * h];
+    for p in 0..w * h {
+        let id = seg.ids[p];
+        if id == 0 || !things.contains_key(&id) {
+            continue;
+        }
+        let r = root(&mut parent, p as u32);
+        let k = *piece_of_root.entry(r).or_insert_with(|| {
+            pieces.push(Piece { id, area: 0, bbox: (i64::MAX, i64::MIN, i64::MAX, i64::MIN) });
+            pieces.len() - 1
+        });
+        piece_of_px[p] = k as u32;
+        let (x, y) = ((p % w) as i64, (p / w) as i64);
+        let pc = &mut pieces[k];
+        pc.area += 1;
+        pc.bbox = (pc.bbox.0.min(x), pc.bbox.1.max(x), pc.bbox.2.min(y), pc.bbox.3.max(y));
+    }
+    let mut by_segment: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (k, pc) in pieces.iter().enumerate() {
+        by_segment.entry(pc.id).or_default().push(k);
+    }
+    // A lower bound of the distance between two pieces: the gap between their boxes.
+    let gap = |a: &Piece, b: &Piece| -> f32 {
+        let gx = (b.bbox.0 - a.bbox.1 - 1).max(a.bbox.0 - b.bbox.1 - 1).max(0) as f32;
+        let gy = (b.bbox.2 - a.bbox.3 - 1).max(a.bbox.2 - b.bbox.3 - 1).max(0) as f32;
+        (gx * gx + gy * gy).sqrt()
+    };
+    let max_gap = SPLIT_GAP * ((w * w + h * h) as f32).sqrt();
+    let mut next_id = seg.segments.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+    // Piece → new segment id, for the pieces that move.
+    let mut moved: HashMap<usize, u32> = HashMap::new();
+    let mut out = Vec::new();
+    let mut ids: Vec<u32> = by_segment.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let ks = &by_segment[&id];
+        if ks.len() < 2 {
+            continue;
+        }
+        let total: u64 = ks.iter().map(|&k| pieces[k].area).sum();
+        let min_area = MIN_PIECE_PX.max((MIN_PIECE * total as f32).ceil() as u64);
+        let big: Vec<usize> = ks.iter().copied().filter(|&k| pieces[k].area >= min_area).collect();
+        if big.len() < 2 {
+            continue;
+        }
+        // Groups of big pieces: single linkage over box gaps up to `max_gap`.
+        let mut group: Vec<usize> = (0..big.len()).collect();
+        fn find(g: &mut [usize], mut i: usize) -> usize {
+            while g[i] != i {
+                i = g[i];
+            }
+            i
+        }
+        for i in 0..big.len() {
+            for j in i + 1..big.len() {
+                if gap(&pieces[big[i]], &pieces[big[j]]) <= max_gap {
+                    let (a, b) = (find(&mut group, i), find(&mut group, j));
+                    group[a.max(b)] = a.min(b);
+                }
+            }
+        }
+        let group_of = |k: usize, group: &mut Vec<usize>| -> usize {
+            // Small pieces join the group of the nearest big piece.
+            let i = big.iter().position(|&b| b == k).unwrap_or_else(|| {
+                (0..big.len())
+                    .min_by(|&a, &b| gap(&pieces[k], &pieces[big[a]]).total_cmp(&gap(&pieces[k], &pieces[big[b]])))
+                    .unwrap_or(0)
+            });
+            find(group, i)
+        };
+        let mut area_of_group: HashMap<usize, u64> = HashMap::new();
+        let mut members: Vec<(usize, usize)> = Vec::with_capacity(ks.len());
+        for &k in ks {
+            let g = group_of(k, &mut group);
+            *area_of_group.entry(g).or_default() += pieces[k].area;
+            members.push((k, g));
+        }
+        if area_of_group.len() < 2 {
+            continue;
+        }
+        let keep = area_of_group.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&g, _)| g).unwrap_or(0);
+        let mut new_of_group: HashMap<usize, u32> = HashMap::new();
+        let mut groups: Vec<usize> = area_of_group.keys().copied().filter(|&g| g != keep).collect();
+        groups.sort_unstable();
+        for g in groups {
+            new_of_group.insert(g, next_id);
+            out.push((next_id, id));
+            next_id += 1;
+        }
+        for (k, g) in members {
+            if let Some(&n) = new_of_group.get(&g) {
+                moved.insert(k, n);
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    for (p, &k) in piece_of_px.iter().enumerate() {
+        if k != u32::MAX
+            && let Some(&n) = moved.get(&(k as usize))
+        {
+            seg.ids[p] = n;
+        }
+    }
+    // Area and box of every segment that lost or gained pieces.
+    let mut stats: HashMap<u32, (u64, (i64, i64, i64, i64))> = HashMap::new();
+    for (k, pc) in pieces.iter().enumerate() {
+        let id = moved.get(&k).copied().unwrap_or(pc.id);
+        let e = stats.entry(id).or_insert((0, (i64::MAX, i64::MIN, i64::MAX, i64::MIN)));
+        e.0 += pc.area;
+        e.1 = (e.1.0.min(pc.bbox.0), e.1.1.max(pc.bbox.1), e.1.2.min(pc.bbox.2), e.1.3.max(pc.bbox.3));
+    }
+    let as_bbox = |b: (i64, i64, i64, i64)| [b.0 as u32, b.2 as u32, (b.1 - b.0 + 1) as u32, (b.3 - b.2 + 1) as u32];
+    for &(new, from) in &out {
+        let (area, b) = stats[&new];
+        let mut s = seg.segments[things[&from]].clone();
+        s.id = new;
+        s.area = area;
+        s.bbox = as_bbox(b);
+        s.track_id = None;
+        seg.segments.push(s);
+    }
+    let mut froms: Vec<u32> = out.iter().map(|&(_, from)| from).collect();
+    froms.dedup();
+    for from in froms {
+        let (area, b) = stats[&from];
+        let s = &mut seg.segments[things[&from]];
+        s.area = area;
+        s.bbox = as_bbox(b);
+    }
+    out
 }
 
 /// Bounding box `(x0, x1, y0, y1)` (inclusive) of row-major pixel indices (`w` wide).
@@ -703,6 +1010,91 @@ mod tests {
         t.update(&mut s2);
         assert_eq!(track_of(&s2, 3), track_of(&s1, 2));
         assert_ne!(track_of(&s2, 4), track_of(&s1, 2));
+    }
+
+    /// Pixels of segment `id` in `seg`.
+    fn area_of(seg: &Segmentation, id: u32) -> usize {
+        seg.ids.iter().filter(|&&v| v == id).count()
+    }
+
+    #[test]
+    fn a_mask_in_pieces_far_apart_is_split_into_segments_with_their_own_tracks() {
+        // 40×30: the split gap is 8 % of the 50 px diagonal, 4 px. Segment 2 covers two
+        // 8×8 squares 18 px apart (and a one-pixel speck beside the second one); segment 3
+        // covers two 8×8 squares 2 px apart (one object cut by an occluder).
+        let mut s = frame(&[(2, 0, 2, 2, 8), (3, 0, 2, 18, 8)]);
+        for y in 2..10 {
+            for x in 28..36 {
+                s.ids[(y * W + x) as usize] = 2;
+            }
+            for x in 12..20 {
+                s.ids[((y + 16) * W + x) as usize] = 3;
+            }
+        }
+        s.ids[(11 * W + 37) as usize] = 2;
+        let mut t = Tracker::default();
+        t.update(&mut s);
+        // The larger group (the right square and the speck) keeps the id.
+        assert_eq!(t.split(), &[(4, 2)], "segment 2 split off a new segment 4; segment 3 stays whole");
+        let new = s.segments.iter().find(|x| x.id == 4).expect("the new segment");
+        assert_eq!((new.label_id, new.is_thing, new.area, new.bbox), (0, true, 64, [2, 2, 8, 8]));
+        let old = s.segments.iter().find(|x| x.id == 2).unwrap();
+        assert_eq!((old.area, old.bbox), (65, [28, 2, 10, 10]));
+        assert_eq!((area_of(&s, 2), area_of(&s, 4), area_of(&s, 3)), (65, 64, 128));
+        assert_ne!(track_of(&s, 2), track_of(&s, 4));
+        // Each piece is followed as an object of its own.
+        let mut next = frame(&[(5, 0, 3, 2, 8), (6, 0, 29, 2, 8)]);
+        t.update(&mut next);
+        assert!(t.split().is_empty());
+        assert_eq!((track_of(&next, 5), track_of(&next, 6)), (track_of(&s, 4), track_of(&s, 2)));
+    }
+
+    #[test]
+    fn a_second_segment_inside_a_tracked_object_is_a_part_of_it() {
+        let mut t = Tracker::default();
+        let mut first = frame(&[(2, 0, 10, 10, 10)]);
+        t.update(&mut first);
+        let id = track_of(&first, 2);
+        // The model covers the object with two segments (left 6 columns, right 4 columns).
+        let mut s = frame(&[(2, 0, 10, 10, 6), (3, 0, 16, 10, 4)]);
+        t.update(&mut s);
+        assert_eq!((track_of(&s, 2), track_of(&s, 3)), (id, id));
+        let mut s = frame(&[(2, 0, 10, 10, 10)]);
+        t.update(&mut s);
+        assert_eq!(track_of(&s, 2), id);
+        // A segment of a class the track has not shown is not a part of it.
+        let mut s = frame(&[(2, 0, 10, 10, 6), (3, 1, 16, 10, 4)]);
+        t.update(&mut s);
+        assert_ne!(track_of(&s, 3), id);
+    }
+
+    #[test]
+    fn a_lost_object_found_again_nearby_keeps_its_id_if_the_class_is_the_same() {
+        for (label, continues) in [(0, true), (1, false)] {
+            let mut t = Tracker::default();
+            let mut first = None;
+            for _ in 0..3 {
+                let mut s = frame(&[(2, 0, 5, 5, 6)]);
+                t.update(&mut s);
+                first = Some(track_of(&s, 2));
+            }
+            for _ in 0..4 {
+                t.update(&mut frame(&[]));
+            }
+            // Back 8 px to the right: no overlap with where it was, within 1.5 × its size.
+            let mut s = frame(&[(2, label, 13, 5, 6)]);
+            t.update(&mut s);
+            assert_eq!(Some(track_of(&s, 2)) == first, continues, "class {label}");
+        }
+        // Farther than 1.5 × its size: a new object.
+        let mut t = Tracker::default();
+        let mut s = frame(&[(2, 0, 5, 5, 6)]);
+        t.update(&mut s);
+        let first = track_of(&s, 2);
+        t.update(&mut frame(&[]));
+        let mut s = frame(&[(2, 0, 16, 5, 6)]);
+        t.update(&mut s);
+        assert_ne!(track_of(&s, 2), first);
     }
 
     #[test]

@@ -155,13 +155,15 @@ fn ground_truth_instances_keep_one_track_id() {
 /// id, the track ids matched to two true instances (swaps) and the extra ids (one per
 /// change of id along an instance's matches).
 ///
-/// A report, not a bar: the issue's ≥ 95% (11 of 11 here) is not reached on this model's
-/// output (docs/BENCHMARKS.md, "Tracking on the model's output"). Carrying a track across
-/// a class flip (src/tracking.rs) took it from 1 to 3 of 11 instances and from 26 to 12
-/// extra ids; what is left is the model's masks, not its labels: an object missed for 10–15
-/// frames that comes back elsewhere with another class (a new object, by the tracker's
-/// rules), one mask spanning two objects that slides from one to the other, one object
-/// split into two segments. The ≥ 95% bar applies to the ground-truth run above.
+/// The issue's ≥ 95% (11 of 11 here) is not reached on this model's output
+/// (docs/BENCHMARKS.md, "Tracking on the model's output"): the test holds the floor reached
+/// so far (8 of 11, no id given to two instances) so that a change of the tracker cannot
+/// lose it unnoticed. Carrying a track across a class flip took it from 1 to 3 of 11 (the
+/// previous sample model); with the staged model, splitting masks of two far-apart objects,
+/// parts, the stale-guess penalty and re-identification nearby took it from 5 to 8 (3 ids
+/// shared before, none after). What is left: an object hidden for 20 frames that comes
+/// back 130 px off, one occluded while the model calls its pieces three classes in turn,
+/// one that comes back after 21 frames labelled with another class.
 ///
 /// Slow (the model over 180 frames) and needs the ONNX Runtime library:
 /// `ORT_DYLIB_PATH=$PWD/.ort/lib/libonnxruntime.so cargo test --test tracking -- --ignored --nocapture`
@@ -238,4 +240,6 @@ fn model_output_tracking_report() {
         ids_of_truth.len(),
         swaps.len()
     );
+    assert!(swaps.is_empty(), "a track id was given to two true instances: {swaps:?}");
+    assert!(kept >= 8, "only {kept} of 11 instances kept one track id (8 before): {ids_of_truth:?}");
 }

@@ -142,7 +142,7 @@ impl Inference {
         } else if video.cuda {
             Counters::add(&self.counters.cuda_copied);
         }
-        let (mut seg, timings, device) = match on_device {
+        let (mut seg, timings, mut device) = match on_device {
             Some(r) => (r.segmentation, r.timings, r.ids),
             None => {
                 let (seg, timings) = self.segment_host(settings, buf, video, frame_no)?;
@@ -155,6 +155,10 @@ impl Inference {
                 slot => slot.insert(Tracker::new(settings.tracker)),
             };
             tracker.update(&mut seg);
+            if !tracker.split().is_empty() {
+                // The tracker split a segment: the id map on the device no longer matches.
+                device = None;
+            }
         } else {
             self.tracker = None;
         }

@@ -18,9 +18,9 @@ DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	gstreamer1.0-rtsp libgstrtspserver-1.0-dev mosquitto redis-server
 
-.PHONY: setup deps-deb deps-py ort openvino build demo test test-rust test-python clean-out bench-compare pq-compare
+.PHONY: setup deps-deb deps-py ort openvino triton build demo test test-rust test-python clean-out bench-compare pq-compare
 
-setup: deps-deb deps-py ort openvino
+setup: deps-deb deps-py ort openvino triton
 
 # Debian packages: installed only when one is missing (for this machine's architecture: an
 # arm64 copy of a package, see deps-aarch64, does not count).
@@ -56,6 +56,12 @@ openvino: $(STAMP)/py-deps
 		src=$$($(PYTHON) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))') && \
 		mkdir -p $(dir $(OV_LIB_DIR)) && ln -sfn "$$src" $(OV_LIB_DIR) && echo "OpenVINO: $$src -> $(OV_LIB_DIR)"; \
 	fi
+
+# Triton Inference Server for backend=triton's tests (tests/triton.rs): PyPI's nvidia-pytriton
+# wheel unpacked into .triton/server, and a venv for its Python-backend model
+# (scripts/triton-setup.sh; quick when present).
+triton:
+	@scripts/triton-setup.sh >/dev/null
 
 build: setup
 	$(CARGO) build --release --workspace

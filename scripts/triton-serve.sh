@@ -3,7 +3,7 @@
 # loopback, CPU only, through Triton's Python backend running ONNX Runtime.
 # Needs scripts/triton-setup.sh to have prepared .triton/.
 #
-# Usage: scripts/triton-serve.sh MODEL.onnx REPO_DIR --name NAME
+# Usage: scripts/triton-serve.sh MODEL.onnx REPO_DIR --name NAME [--card FILE | --no-card]
 #            [--http-port P] [--grpc-port P] [--metrics-port P] [--max-batch N]
 #            [--threads N] [--lifetime SECONDS] [--no-parent-watch] [--log-info]
 #
@@ -25,11 +25,13 @@ VENV="$T/venv"
 usage() { sed -n '6,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { printf 'triton-serve: %s\n' "$*" >&2; exit 1; }
 
-MODEL="" REPO="" NAME="" HTTP_PORT="" GRPC_PORT="" METRICS_PORT=""
+MODEL="" REPO="" NAME="" CARD="" NO_CARD=0 HTTP_PORT="" GRPC_PORT="" METRICS_PORT=""
 MAX_BATCH=8 THREADS="${SEGSTREAM_TRITON_THREADS:-1}" LIFETIME=600 LOG_INFO=0 PARENT_WATCH=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --name) NAME="${2:?}"; shift 2 ;;
+        --card) CARD="${2:?}"; shift 2 ;;
+        --no-card) CARD=""; NO_CARD=1; shift ;;
         --http-port) HTTP_PORT="${2:?}"; shift 2 ;;
         --grpc-port) GRPC_PORT="${2:?}"; shift 2 ;;
         --metrics-port) METRICS_PORT="${2:?}"; shift 2 ;;
@@ -46,6 +48,9 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$MODEL" ] && [ -n "$REPO" ] && [ -n "$NAME" ] || usage
 [ -f "$MODEL" ] || die "no model file $MODEL"
+# The card beside the model (X.onnx -> X.json) unless --card FILE or --no-card.
+if [ -z "$CARD" ] && [ "$NO_CARD" = 0 ] && [ -f "${MODEL%.onnx}.json" ]; then CARD="${MODEL%.onnx}.json"; fi
+[ -z "$CARD" ] || [ -f "$CARD" ] || die "no card file $CARD"
 [ -x "$SERVER/bin/tritonserver" ] && [ -x "$VENV/bin/python" ] ||
     die "Triton is not prepared: run scripts/triton-setup.sh"
 for n in "$MAX_BATCH" "$THREADS" "$LIFETIME"; do
@@ -61,13 +66,14 @@ cp -f "$MODEL" "$REPO/$NAME/1/model.onnx"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 read -r HTTP_PORT GRPC_PORT METRICS_PORT < <(
     "$VENV/bin/python" - "$REPO/$NAME" "$NAME" "$MAX_BATCH" "$THREADS" \
-        "${HTTP_PORT:-0}" "${GRPC_PORT:-0}" "${METRICS_PORT:-0}" <<'PY'
+        "${HTTP_PORT:-0}" "${GRPC_PORT:-0}" "${METRICS_PORT:-0}" "$CARD" <<'PY'
 import socket, sys
 import onnxruntime as ort
 
 model_dir, name, max_batch, threads = sys.argv[1:5]
 max_batch = int(max_batch)
 ports = [int(p) for p in sys.argv[5:8]]
+card = sys.argv[8]
 
 TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16",
          "tensor(double)": "TYPE_FP64", "tensor(int64)": "TYPE_INT64",
@@ -95,6 +101,14 @@ if max_batch > 0:
     cfg += "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
 cfg += "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
 cfg += f'parameters: {{ key: "intra_op_threads" value: {{ string_value: "{threads}" }} }}\n'
+# The model card (segstream.model/1), served with the model: segstream's backend=triton
+# reads it from the model configuration when no local card is given.
+if card:
+    import json
+    with open(card) as f:
+        text = json.dumps(json.load(f), separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    cfg += f'parameters: {{ key: "segstream_card" value: {{ string_value: "{text}" }} }}\n'
 with open(f"{model_dir}/config.pbtxt", "w") as f:
     f.write(cfg)
 

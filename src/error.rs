@@ -39,6 +39,14 @@ pub enum Error {
     Cuda(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A remote inference server (`backend=triton`) cannot be reached, or missed the
+    /// deadline: the frame has no result, and a later call may succeed.
+    #[error("inference server unavailable: {0}")]
+    Unavailable(String),
+    /// A remote inference server answered with an error (unknown model, bad request, the
+    /// model failing on the server).
+    #[error("Triton: {0}")]
+    Triton(String),
     #[error("invalid frame: {0}")]
     InvalidFrame(String),
     #[error("unsupported pixel format: {0}")]

@@ -10,6 +10,7 @@ use crate::backend::onnxruntime::{OrtBackend, OrtOptions};
 use crate::backend::openvino::{OpenVinoBackend, OpenVinoOptions};
 use crate::backend::select::{self, Attempt, BackendKind, Device};
 use crate::backend::tensorrt::{self, contract::card_path_for};
+use crate::backend::triton::{self, TritonBackend, TritonOptions};
 use crate::backend::{Backend, DeviceIo, InputTensor, Logits};
 use crate::backend::batching::{self, BatchConfig};
 use crate::frame::Frame;
@@ -37,6 +38,10 @@ pub struct SegmenterConfig {
     pub trt: tensorrt::BuildOptions,
     /// OpenVINO: device, precision, threads, performance hint, cache.
     pub openvino: OpenVinoOptions,
+    /// Triton: server, served model, deadline. With [`BackendKind::Triton`], `model` is the
+    /// local card (`x.json`, or `x.onnx` with `x.json` beside it) or empty: then the card
+    /// the server keeps in the model's configuration.
+    pub triton: TritonOptions,
     /// Which backend [`Segmenter::open_auto`] uses, and on which device
     /// (see [`crate::backend::select`] for the fallback order).
     /// [`Segmenter::open`] ignores `device` and uses `ort.provider`, or the native TensorRT
@@ -60,6 +65,11 @@ impl SegmenterConfig {
             hint: settings.performance_hint,
             cache_dir: None,
         };
+        cfg.triton = TritonOptions {
+            url: settings.triton_url.clone(),
+            model: settings.triton_model.clone(),
+            timeout: settings.triton_timeout,
+        };
         cfg.backend = settings.backend;
         cfg.device = settings.device;
         cfg
@@ -71,6 +81,7 @@ impl SegmenterConfig {
             ort: OrtOptions::default(),
             trt: tensorrt::BuildOptions::default(),
             openvino: OpenVinoOptions::default(),
+            triton: TritonOptions::default(),
             backend: BackendKind::default(),
             device: Device::default(),
         }
@@ -101,6 +112,7 @@ impl Segmenter {
         let attempt = match cfg.backend {
             BackendKind::TensorRt => Attempt::NativeTensorRt,
             BackendKind::OpenVino => Attempt::OpenVino,
+            BackendKind::Triton => Attempt::Triton,
             _ => Attempt::Ort(cfg.ort.provider),
         };
         Self::open_attempt(cfg, attempt)
@@ -130,6 +142,9 @@ impl Segmenter {
 
     /// Open with one backend and provider.
     pub fn open_attempt(cfg: &SegmenterConfig, attempt: Attempt) -> Result<Self> {
+        if attempt == Attempt::Triton {
+            return Self::open_triton(cfg);
+        }
         let card = ModelCard::load(&card_path_for(&cfg.model)).map_err(|e| match e {
             crate::Error::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound && !cfg.model.exists() => {
                 let _ = path;
@@ -160,8 +175,35 @@ impl Segmenter {
                 }
                 Box::new(OpenVinoBackend::open(&cfg.model, &card, &cfg.openvino)?)
             }
+            Attempt::Triton => return Self::open_triton(cfg),
         };
         Self::with_backend(card, backend, &cfg.model)
+    }
+
+    /// The network on a Triton server: the card from `cfg.model` when given, else the one
+    /// served with the model; the served model's contract is checked against the card.
+    fn open_triton(cfg: &SegmenterConfig) -> Result<Self> {
+        let local = if cfg.model.as_os_str().is_empty() {
+            None
+        } else {
+            let path = card_path_for(&cfg.model);
+            Some(ModelCard::load(&path).map_err(|e| match e {
+                crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    crate::Error::InvalidArgument(format!("no model card {} for the Triton model", path.display()))
+                }
+                other => other,
+            })?)
+        };
+        let backend = TritonBackend::connect(&cfg.triton)?;
+        let Some(card) = local.or_else(|| backend.served_card().cloned()) else {
+            return Err(crate::Error::InvalidArgument(format!(
+                "no model card for Triton model {:?}: give one (model=CARD.json, or the .onnx with its card beside it), \
+                 or serve it in the model's configuration (parameter {})",
+                cfg.triton.model,
+                triton::CARD_PARAMETER
+            )));
+        };
+        Self::with_backend(card, Box::new(backend), &cfg.model)
     }
 
     /// What failed before the backend in use opened (see [`Segmenter::open_auto`]).

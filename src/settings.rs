@@ -15,6 +15,7 @@
 //! to the same value.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use gstreamer::glib;
 
@@ -128,6 +129,12 @@ pub struct Settings {
     pub performance_hint: PerformanceHint,
     /// OpenVINO: the device name (`CPU`, `GPU`, `NPU`, ...).
     pub openvino_device: String,
+    /// Triton: the server's gRPC `host:port`.
+    pub triton_url: String,
+    /// Triton: the served model, `name` or `name:version`.
+    pub triton_model: String,
+    /// Triton: deadline of the connection and of each request.
+    pub triton_timeout: Duration,
     /// CUDA device of the GPU stages and the shared CUDA context (-1: device 0, or a
     /// neighbour's).
     pub cuda_device_id: i32,
@@ -156,6 +163,9 @@ impl Default for Settings {
             precision: Precision::default(),
             performance_hint: PerformanceHint::default(),
             openvino_device: openvino::DEFAULT_DEVICE.to_string(),
+            triton_url: crate::backend::triton::DEFAULT_URL.to_string(),
+            triton_model: String::new(),
+            triton_timeout: crate::backend::triton::DEFAULT_TIMEOUT,
             cuda_device_id: -1,
             post: PostSettings::default(),
             interval: DEFAULT_INTERVAL,

@@ -718,6 +718,11 @@ pub struct RunReport {
     pub reconnects: u32,
     /// `run --publish`: one entry per broker, in the order of the flags.
     pub publish: Vec<PublishReport>,
+    /// `backend=triton`: frames that met an unreachable server (`mask2former`'s
+    /// `unavailable` counter); `stale` / `skipped`: what frames got without a fresh result.
+    pub unavailable: u64,
+    pub stale: u64,
+    pub skipped: u64,
 }
 
 /// What one `--publish` branch delivered: the broker URL without credentials and the
@@ -1138,7 +1143,15 @@ impl SegPipeline {
             drops: 0,
             reconnects: 0,
             publish: self.publish_reports(),
+            unavailable: self.counter("unavailable"),
+            stale: self.counter("stale"),
+            skipped: self.counter("skipped"),
         }
+    }
+
+    /// One of `mask2former`'s `stats` counters.
+    fn counter(&self, name: &str) -> u64 {
+        self.mask2former.property::<gst::Structure>("stats").get::<u64>(name).unwrap_or(0)
     }
 
     /// The counters of the `publish{i}` branches [`publish`](Self::publish) added.

@@ -128,6 +128,13 @@ pub struct InputSummary {
     /// `--publish`: what each broker got (absent without `--publish`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::app::pipeline::PublishReport>,
+    /// `--backend triton`: frames that met an unreachable server (absent when none did).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unavailable: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -321,6 +328,7 @@ mod tests {
     fn summary_totals_and_json() {
         let inp = |status: &str, frames| InputSummary {
             publish: Vec::new(),
+            unavailable: 0,
             input: "x.mp4".into(),
             status: status.into(),
             error: None,

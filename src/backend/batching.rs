@@ -241,9 +241,12 @@ fn worker(name: String, mut backend: Box<dyn Backend>, cfg: BatchConfig, rx: Rec
                 }
             }
             Err(e) => {
+                // An unreachable server stays that (the members' overload policy applies).
+                let unavailable = matches!(e, Error::Unavailable(_));
                 let msg = format!("batch group {name:?}, batch of {images}: {e}");
                 for r in batch {
-                    let _ = r.reply.send(Err(Error::Inference(msg.clone())));
+                    let e = if unavailable { Error::Unavailable(msg.clone()) } else { Error::Inference(msg.clone()) };
+                    let _ = r.reply.send(Err(e));
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod onnxruntime;
 pub mod openvino;
 pub mod select;
 pub mod tensorrt;
+pub mod triton;
 
 use crate::{Error, Result};
 

@@ -8,6 +8,7 @@
 //! | `onnxruntime-tensorrt` | ORT TensorRT → ORT CUDA → ORT CPU | ORT TensorRT | refused |
 //! | `tensorrt` | native TensorRT | native TensorRT | refused |
 //! | `openvino` | OpenVINO → ORT CPU | refused | OpenVINO |
+//! | `triton` | Triton server | refused | Triton server |
 //!
 //! An explicit device never falls back: a runtime without the provider is an error that
 //! says so. The native TensorRT backend never falls back to ONNX Runtime either: a
@@ -15,7 +16,9 @@
 //! OpenVINO runs on its own device names (the `openvino-device` option: CPU, GPU, NPU),
 //! never on `device=cuda`; with `device=auto` a library that does not load falls back to
 //! ONNX Runtime's CPU provider, said as every fallback is (and `device=cpu` makes it an
-//! error instead).
+//! error instead). `triton` runs the network on a Triton Inference Server (`triton-url`,
+//! `triton-model`): the device is the server's, never falls back to local inference, and
+//! `device=cuda` (local CUDA) is refused.
 
 use gstreamer::glib;
 
@@ -53,15 +56,22 @@ pub enum BackendKind {
         nick = "openvino"
     )]
     OpenVino = 4,
+    /// A Triton Inference Server (KServe v2 over gRPC): `triton-url`, `triton-model`.
+    #[enum_value(
+        name = "Triton Inference Server over gRPC (triton-url, triton-model; the network runs on the server)",
+        nick = "triton"
+    )]
+    Triton = 5,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
+    pub const ALL: [BackendKind; 6] = [
         BackendKind::OnnxRuntime,
         BackendKind::OnnxRuntimeCuda,
         BackendKind::OnnxRuntimeTensorRt,
         BackendKind::TensorRt,
         BackendKind::OpenVino,
+        BackendKind::Triton,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +81,7 @@ impl BackendKind {
             BackendKind::OnnxRuntimeTensorRt => "onnxruntime-tensorrt",
             BackendKind::TensorRt => "tensorrt",
             BackendKind::OpenVino => "openvino",
+            BackendKind::Triton => "triton",
         }
     }
 }
@@ -91,6 +102,7 @@ impl std::str::FromStr for BackendKind {
             "onnxruntime-tensorrt" | "ort-tensorrt" | "ort-trt" => BackendKind::OnnxRuntimeTensorRt,
             "tensorrt" | "trt" => BackendKind::TensorRt,
             "openvino" | "ov" => BackendKind::OpenVino,
+            "triton" => BackendKind::Triton,
             _ => {
                 let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
                 return Err(Error::InvalidArgument(format!("unknown backend {s:?} ({})", names.join(", "))));
@@ -146,6 +158,7 @@ pub enum Attempt {
     Ort(Provider),
     NativeTensorRt,
     OpenVino,
+    Triton,
 }
 
 impl Attempt {
@@ -156,6 +169,7 @@ impl Attempt {
             Attempt::Ort(Provider::TensorRt) => "onnxruntime-tensorrt",
             Attempt::NativeTensorRt => "tensorrt",
             Attempt::OpenVino => "openvino",
+            Attempt::Triton => "triton",
         }
     }
 }
@@ -184,6 +198,14 @@ pub fn plan(backend: BackendKind, device: Device) -> Result<Vec<Attempt>> {
             return Err(Error::InvalidArgument(
                 "backend openvino does not run on CUDA devices: use device=auto or cpu, and openvino-device for \
                  OpenVINO's own devices (CPU, GPU, NPU)"
+                    .into(),
+            ));
+        }
+        (BackendKind::Triton, Device::Auto | Device::Cpu) => vec![Triton],
+        (BackendKind::Triton, Device::Cuda) => {
+            return Err(Error::InvalidArgument(
+                "backend triton runs the network on the Triton server (its own devices): device=cuda is for local \
+                 inference; use device=auto or cpu"
                     .into(),
             ));
         }
@@ -240,5 +262,9 @@ mod tests {
         assert_eq!(plan(BackendKind::OpenVino, Device::Cpu).unwrap(), vec![OpenVino]);
         let e = plan(BackendKind::OpenVino, Device::Cuda).unwrap_err().to_string();
         assert!(e.contains("does not run on CUDA") && e.contains("openvino-device"), "{e}");
+        // Triton: the server, never a local fallback; local CUDA refused.
+        assert_eq!(plan(BackendKind::Triton, Device::Auto).unwrap(), vec![Triton]);
+        assert_eq!(plan(BackendKind::Triton, Device::Cpu).unwrap(), vec![Triton]);
+        assert!(plan(BackendKind::Triton, Device::Cuda).unwrap_err().to_string().contains("Triton server"));
     }
 }

@@ -76,7 +76,8 @@ pub struct RunArgs {
     pub interval: u32,
     /// Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt
     /// (native; MODEL may then be a .engine, or an .onnx built into MODEL.fp16.engine on first
-    /// use), or openvino (OpenVINO's library from OPENVINO_LIB_PATH or .openvino/lib).
+    /// use), openvino (OpenVINO's library from OPENVINO_LIB_PATH or .openvino/lib), or triton
+    /// (a Triton Inference Server: --triton-url, --triton-model).
     #[arg(long, default_value = "onnxruntime", value_parser = parse_name::<BackendKind>)]
     pub backend: BackendKind,
     /// Device: auto (the backend's GPU provider, or OpenVINO, falling back towards ONNX
@@ -89,6 +90,8 @@ pub struct RunArgs {
     pub threads: u32,
     #[command(flatten)]
     pub openvino: OpenVinoArgs,
+    #[command(flatten)]
+    pub triton: TritonArgs,
     /// Post-processing semantics: detectron2's (crops the padding; the default) or
     /// transformers' `post_process_*_segmentation` (masks through a fixed 384×384 square),
     /// to reproduce either reference exactly.
@@ -106,7 +109,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "OUT.json")]
     pub coco_instances: Option<PathBuf>,
     /// Seconds to wait for a source to answer and for the first frame (and, for live
-    /// sources, the longest gap between frames).
+    /// sources, the longest gap between frames); with --backend triton also the deadline
+    /// of the connection and of each request.
     #[arg(long, default_value_t = 20.0, value_parser = parse_secs)]
     pub timeout: f64,
     /// Give segments persistent track ids (things by mask IoU, stuff one id per class).
@@ -133,6 +137,27 @@ pub struct RunArgs {
     /// SEGSTREAM_BROKER_PASSWORD instead (not visible in `ps`).
     #[arg(long, value_name = "URL")]
     pub publish: Vec<String>,
+}
+
+/// The Triton flags of `run` and `bench` (the `mask2former` properties of the same names;
+/// the deadline is `--timeout`).
+#[derive(Debug, Clone, Args)]
+pub struct TritonArgs {
+    /// --backend triton: host:port of the Triton server's gRPC endpoint.
+    #[arg(long, value_name = "HOST:PORT", default_value = segstream::backend::triton::DEFAULT_URL)]
+    pub triton_url: String,
+    /// --backend triton: the served model, NAME or NAME:VERSION. Its card: --model (CARD.json,
+    /// or the .onnx with its card beside it) when given, else the one served with the model.
+    #[arg(long, value_name = "NAME[:VERSION]")]
+    pub triton_model: Option<String>,
+}
+
+impl TritonArgs {
+    pub fn apply(&self, settings: &mut Settings, timeout: Duration) {
+        settings.triton_url = self.triton_url.clone();
+        settings.triton_model = self.triton_model.clone().unwrap_or_default();
+        settings.triton_timeout = timeout;
+    }
 }
 
 /// The OpenVINO flags of `run` and `bench` (the `mask2former` properties of the same names).
@@ -180,7 +205,8 @@ pub(super) fn parse_name<T: std::str::FromStr<Err = segstream::Error>>(s: &str) 
 pub fn element_settings(args: &RunArgs, model: &Path) -> Settings {
     let d = Settings::default();
     let mut s = Settings {
-        model: Some(model.to_path_buf()),
+        // Empty with --backend triton and no --model: the card the server serves.
+        model: (!model.as_os_str().is_empty()).then(|| model.to_path_buf()),
         backend: args.backend,
         device: args.device,
         threads: args.threads,
@@ -199,6 +225,7 @@ pub fn element_settings(args: &RunArgs, model: &Path) -> Settings {
         ..d
     };
     args.openvino.apply(&mut s);
+    args.triton.apply(&mut s, Duration::from_secs_f64(args.timeout));
     s
 }
 
@@ -441,18 +468,26 @@ fn run_items(args: &RunArgs, items: &mut [Item], batch: bool, timeout: Duration)
         bail!("none of the {} inputs could be opened", items.len());
     }
     // 4. The model, opened once for all inputs.
+    let triton = args.backend == BackendKind::Triton;
     let model = match &args.model {
         Some(m) => m.clone(),
+        // The card served with the Triton model.
+        None if triton => PathBuf::new(),
         None => find_shipped(SAMPLE_MODEL).ok_or_else(|| {
             anyhow!("model not found: {SAMPLE_MODEL} (not shipped in this checkout?); pass --model MODEL.onnx")
         })?,
     };
-    if !model.is_file() {
+    if !model.as_os_str().is_empty() && !model.is_file() {
         bail!("model not found: {}", model.display());
     }
     let settings = element_settings(args, &model);
     let cfg = SegmenterConfig::from_settings(&model, &settings);
-    let first = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot open model {}: {e}", model.display()))?;
+    let shown = if triton {
+        format!("triton model {:?} at {}", settings.triton_model, settings.triton_url)
+    } else {
+        model.display().to_string()
+    };
+    let first = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot open model {shown}: {e}"))?;
     // The default (onnxruntime, auto) falls back to the CPU quietly, as it always has; a
     // backend asked for by name says why it is not the one in use.
     if args.backend != BackendKind::OnnxRuntime {
@@ -532,7 +567,7 @@ fn run_items(args: &RunArgs, items: &mut [Item], batch: bool, timeout: Duration)
         // The element gives the injected segmenter back when it stops.
         segmenter = built.mask2former.take_segmenter();
         if segmenter.is_none() {
-            let s = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot reopen model {}: {e}", model.display()))?;
+            let s = Segmenter::open_auto(&cfg).map_err(|e| anyhow!("cannot reopen model {shown}: {e}"))?;
             segmenter = Some(s);
         }
         if report.outcome == Outcome::Complete
@@ -641,6 +676,7 @@ fn write_summary(path: &Path, shard: Option<Shard>, inputs_total: usize, items: 
                 seconds: i.report.as_ref().map_or(0.0, |r| (r.wall.as_secs_f64() * 1000.0).round() / 1000.0),
                 outputs: i.report.as_ref().map(|r| r.written.clone()).unwrap_or_default(),
                 publish: i.report.as_ref().map(|r| r.publish.clone()).unwrap_or_default(),
+                unavailable: i.report.as_ref().map_or(0, |r| r.unavailable),
             }
         })
         .collect();
@@ -726,6 +762,12 @@ fn print_report(source: &Source, r: &RunReport) {
         println!(
             "source dropped {} time(s), reconnected {} time(s)",
             r.drops, r.reconnects
+        );
+    }
+    if r.unavailable > 0 {
+        println!(
+            "inference server unavailable for {} frames ({} got the last result, stale; {} none)",
+            r.unavailable, r.stale, r.skipped
         );
     }
     for p in &r.publish {

@@ -14,7 +14,7 @@ use gstreamer as gst;
 use gstreamer_base as gst_base;
 use gstreamer_video as gst_video;
 
-use super::inference::{self, Inference, Outcome, StreamInfo, Video};
+use super::inference::{self, Failure, Inference, Outcome, StreamInfo, Video};
 use super::stats::{self, Counters};
 use super::worker::{self, Worker};
 use super::properties;
@@ -24,7 +24,7 @@ use crate::cuda::stages::DeviceStages;
 use crate::frame::PixelFormat;
 use crate::model::Defaults;
 use crate::segmenter::{Segmenter, Timings};
-use crate::settings::{Mode, Settings};
+use crate::settings::{Mode, Overload, Settings};
 use crate::util::lock;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -507,15 +507,40 @@ impl BaseTransformImpl for Mask2Former {
                 Counters::add(&self.counters.stale);
                 Outcome { done, frame_no, stale: true }
             }
-            _ => match inference.segment(&settings, buf, &video, frame_no) {
+            _ => match inference.segment_or_wait(
+                &settings,
+                buf,
+                &video,
+                frame_no,
+                || self.keep_waiting(),
+                |line| self.say_outage(line),
+            ) {
                 Ok(done) => {
                     Counters::add(&self.counters.inferred);
                     self.observe_latency(&done.timings);
                     Outcome { done, frame_no, stale: false }
                 }
-                Err(msg) => {
+                Err(Failure::Error(msg)) => {
                     self.post_error_message(msg);
                     return Err(gst::FlowError::Error);
+                }
+                // The server is unreachable: the overload policy (wait ended by a stop or
+                // a flush).
+                Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => {
+                    return Err(gst::FlowError::Flushing);
+                }
+                Err(Failure::Unavailable(_)) => {
+                    let size = (video.info.width(), video.info.height());
+                    match (settings.overload == Overload::Drop).then(|| inference.last_for(size.0, size.1)).flatten() {
+                        Some(done) => {
+                            Counters::add(&self.counters.stale);
+                            Outcome { done, frame_no, stale: true }
+                        }
+                        None => {
+                            Counters::add(&self.counters.skipped);
+                            return Ok(gst::FlowSuccess::Ok);
+                        }
+                    }
                 }
             },
         };
@@ -526,6 +551,21 @@ impl BaseTransformImpl for Mask2Former {
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl Mask2Former {
+    /// `overload=wait` with an unreachable server: go on waiting while the element runs
+    /// and its sink pad is not flushing.
+    pub(super) fn keep_waiting(&self) -> bool {
+        self.running.load(Ordering::SeqCst) && !self.obj().sink_pad().pad_flags().contains(gst::PadFlags::FLUSHING)
+    }
+
+    /// An outage of the inference server started or ended: a warning on the bus (the
+    /// command prints it).
+    pub(super) fn say_outage(&self, line: &str) {
+        gst::warning!(CAT, imp = self, "{line}");
+        gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", line));
     }
 }
 

@@ -40,15 +40,40 @@ pub(super) struct Computed {
     pub device: Option<Arc<dyn DeviceIds>>,
 }
 
+/// Why a frame has no fresh result.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// Fatal: posted as the element's error, the stream stops.
+    Error(gst::ErrorMessage),
+    /// The inference server is unreachable or missed its deadline (`backend=triton`): the
+    /// frame follows the overload policy and the stream goes on.
+    Unavailable(String),
+}
+
+impl From<gst::ErrorMessage> for Failure {
+    fn from(e: gst::ErrorMessage) -> Self {
+        Failure::Error(e)
+    }
+}
+
+/// How often `overload=wait` asks an unreachable server again (the backend itself waits
+/// 0.5 s doubling to 8 s between real attempts; calls in between fail at once).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Open the model of `settings` (backend, device, threads), falling back as
 /// [`crate::backend::select`] documents. `note` receives each earlier attempt's failure and
 /// whether the user asked for that backend by name (then it is worth a warning).
 pub(super) fn open(settings: &Settings, mut note: impl FnMut(&str, bool)) -> Result<Segmenter, gst::ErrorMessage> {
-    let Some(model) = settings.model.clone() else {
-        return Err(gst::error_msg!(
+    let model = match settings.model.clone() {
+        Some(m) => m,
+        // Triton may serve the card with the model.
+        None if settings.backend == crate::backend::select::BackendKind::Triton => std::path::PathBuf::new(),
+        None => {
+            return Err(gst::error_msg!(
             gst::ResourceError::NotFound,
             ("no model: set the `model` property to a Mask2Former .onnx file (with its .json card beside it)")
-        ));
+            ));
+        }
     };
     let cfg = SegmenterConfig::from_settings(&model, settings);
     let model = model.display();
@@ -83,11 +108,13 @@ pub(super) struct Inference {
     tracker: Option<Tracker>,
     /// Last computed result, reused for `interval` > 1 and `overload=drop`.
     last: Option<Computed>,
+    /// Frames since the inference server became unreachable (`None`: it answers).
+    outage: Option<u64>,
 }
 
 impl Inference {
     pub fn new(segmenter: Segmenter, stages: Option<Arc<dyn DeviceStages>>, counters: Arc<Counters>) -> Self {
-        Inference { segmenter, stages, counters, copied_why: None, tracker: None, last: None }
+        Inference { segmenter, stages, counters, copied_why: None, tracker: None, last: None, outage: None }
     }
 
     /// Forget the last result and the tracks (flush).
@@ -95,6 +122,56 @@ impl Inference {
         self.last = None;
         if let Some(t) = self.tracker.as_mut() {
             t.reset();
+        }
+    }
+
+    /// [`Inference::segment`], and while the inference server is unreachable: with
+    /// `overload=wait`, ask again every [`WAIT_POLL`] while `keep_waiting()` says so (the
+    /// element runs and is not flushing). The frame counts once as `unavailable`; `say`
+    /// receives one line when an outage starts and one when the server is back.
+    pub fn segment_or_wait(
+        &mut self,
+        settings: &Settings,
+        buf: &gst::BufferRef,
+        video: &Video,
+        frame_no: u64,
+        keep_waiting: impl Fn() -> bool,
+        say: impl Fn(&str),
+    ) -> Result<Computed, Failure> {
+        let mut counted = false;
+        loop {
+            match self.segment(settings, buf, video, frame_no) {
+                Err(Failure::Unavailable(why)) => {
+                    if !counted {
+                        counted = true;
+                        Counters::add(&self.counters.unavailable);
+                        let n = self.outage.get_or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            say(&format!(
+                                "frame {frame_no}: {why}; frames get {} until it answers again",
+                                match settings.overload {
+                                    crate::settings::Overload::Drop => "the last result, marked stale,",
+                                    crate::settings::Overload::Skip => "no result",
+                                    crate::settings::Overload::Wait => "held (overload=wait)",
+                                }
+                            ));
+                        }
+                    }
+                    if settings.overload != crate::settings::Overload::Wait || !keep_waiting() {
+                        return Err(Failure::Unavailable(why));
+                    }
+                    std::thread::sleep(WAIT_POLL);
+                }
+                other => {
+                    if other.is_ok()
+                        && let Some(n) = self.outage.take()
+                    {
+                        say(&format!("frame {frame_no}: the inference server answers again after {n} frames without it"));
+                    }
+                    return other;
+                }
+            }
         }
     }
 
@@ -107,9 +184,10 @@ impl Inference {
         buf: &gst::BufferRef,
         video: &Video,
         frame_no: u64,
-    ) -> Result<Computed, gst::ErrorMessage> {
-        let failed = |e: crate::Error| {
-            gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"))
+    ) -> Result<Computed, Failure> {
+        let failed = |e: crate::Error| match e {
+            crate::Error::Unavailable(why) => Failure::Unavailable(why),
+            e => Failure::Error(gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"))),
         };
         let panicked = |p: Box<dyn std::any::Any + Send>| {
             gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} panicked: {}", panic_message(&p)))
@@ -174,7 +252,7 @@ impl Inference {
         buf: &gst::BufferRef,
         video: &Video,
         frame_no: u64,
-    ) -> Result<(Segmentation, Timings), gst::ErrorMessage> {
+    ) -> Result<(Segmentation, Timings), Failure> {
         let Video { info, format, .. } = video;
         let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
             gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"))
@@ -194,11 +272,13 @@ impl Inference {
         drop(vframe);
         match result {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}"))),
+            Ok(Err(crate::Error::Unavailable(why))) => Err(Failure::Unavailable(why)),
+            Ok(Err(e)) => Err(gst::error_msg!(gst::StreamError::Failed, ("segmentation of frame {frame_no} failed: {e}")).into()),
             Err(p) => Err(gst::error_msg!(
                 gst::StreamError::Failed,
                 ("segmentation of frame {frame_no} panicked: {}", panic_message(&p))
-            )),
+            )
+            .into()),
         }
     }
 

@@ -106,6 +106,24 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .default_value(Some(d.openvino_device.as_str()))
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("triton-url")
+                .nick("Triton URL")
+                .blurb("backend=triton: host:port of the Triton Inference Server's gRPC endpoint (KServe v2)")
+                .default_value(Some(d.triton_url.as_str()))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("triton-model")
+                .nick("Triton model")
+                .blurb("backend=triton: the served model, NAME or NAME:VERSION. Its card: the model property (CARD.json, or the .onnx with its card beside it) when set, else the card served in the model's configuration (parameter segstream_card). Names, shapes and types are checked against the server's model metadata at start")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("triton-timeout")
+                .nick("Triton timeout")
+                .blurb("backend=triton: deadline in milliseconds of the connection at start and of every request. A server that is down or misses it leaves the frame to the overload policy (drop: last result, stale; skip: none; wait: retry until it is back), counted as unavailable in stats; the backend then waits 0.5 s doubling to 8 s before trying again")
+                .minimum(1)
+                .default_value(d.triton_timeout.as_millis() as u32)
+                .mutable_ready()
+                .build(),
             glib::ParamSpecString::builder("inference")
                 .nick("Inference")
                 .blurb("Where and how the network runs since start: the backend in use (e.g. onnxruntime-cpu, openvino-cpu-bf16) and, for OpenVINO, the library, the precision and why it was picked, the cache; empty before start")
@@ -118,7 +136,7 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecEnum::builder_with_default("overload", d.overload)
                 .nick("Overload policy")
-                .blurb("mode=async: a frame that arrives while the worker is busy is passed on with the last result marked stale (drop), passed on without a result (skip), or waits for the worker (wait)")
+                .blurb("mode=async: a frame that arrives while the worker is busy is passed on with the last result marked stale (drop), passed on without a result (skip), or waits for the worker (wait). backend=triton, any mode: what a frame gets while the server is unreachable (wait: retry until it is back)")
                 .mutable_playing()
                 .build(),
             glib::ParamSpecBoolean::builder("track")
@@ -217,6 +235,11 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) -> bool {
         "precision" => s.precision = value.get().unwrap_or(d.precision),
         "performance-hint" => s.performance_hint = value.get().unwrap_or(d.performance_hint),
         "openvino-device" => s.openvino_device = nonempty(value).unwrap_or(d.openvino_device),
+        "triton-url" => s.triton_url = nonempty(value).unwrap_or(d.triton_url),
+        "triton-model" => s.triton_model = nonempty(value).unwrap_or_default(),
+        "triton-timeout" => {
+            s.triton_timeout = value.get::<u32>().map_or(d.triton_timeout, |ms| Duration::from_millis(ms.max(1).into()));
+        }
         "cuda-device-id" => s.cuda_device_id = value.get().unwrap_or(d.cuda_device_id),
         "mode" => s.mode = value.get().unwrap_or(d.mode),
         "overload" => s.overload = value.get().unwrap_or(d.overload),
@@ -252,6 +275,9 @@ pub(super) fn get(s: &Settings, card: Option<&Defaults>, name: &str) -> Option<g
         "precision" => s.precision.to_value(),
         "performance-hint" => s.performance_hint.to_value(),
         "openvino-device" => s.openvino_device.to_value(),
+        "triton-url" => s.triton_url.to_value(),
+        "triton-model" => s.triton_model.to_value(),
+        "triton-timeout" => (s.triton_timeout.as_millis().min(u32::MAX as u128) as u32).to_value(),
         "cuda-device-id" => s.cuda_device_id.to_value(),
         "mode" => s.mode.to_value(),
         "overload" => s.overload.to_value(),

@@ -22,11 +22,23 @@ pub(super) struct Counters {
     pub cuda_frames: AtomicU64,
     /// CUDA frames read through system memory (a copy: another context, or no GPU stages).
     pub cuda_copied: AtomicU64,
+    /// Frames that met an unreachable inference server (`backend=triton`): each then got
+    /// the last result (stale), none (skipped) or waited, as `overload` says.
+    pub unavailable: AtomicU64,
 }
 
 impl Counters {
     pub fn reset(&self) {
-        for c in [&self.frames, &self.inferred, &self.stale, &self.dropped, &self.skipped, &self.cuda_frames, &self.cuda_copied] {
+        for c in [
+            &self.frames,
+            &self.inferred,
+            &self.stale,
+            &self.dropped,
+            &self.skipped,
+            &self.cuda_frames,
+            &self.cuda_copied,
+            &self.unavailable,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -45,6 +57,7 @@ impl Counters {
             .field("skipped", self.skipped.load(Ordering::Relaxed))
             .field("cuda-frames", self.cuda_frames.load(Ordering::Relaxed))
             .field("cuda-copied", self.cuda_copied.load(Ordering::Relaxed))
+            .field("unavailable", self.unavailable.load(Ordering::Relaxed))
             .build()
     }
 }

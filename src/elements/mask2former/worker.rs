@@ -16,7 +16,7 @@ use gst_base::prelude::*;
 use gstreamer_base as gst_base;
 
 use super::imp::CAT;
-use super::inference::{Inference, Outcome, StreamInfo, Video, attach};
+use super::inference::{Failure, Inference, Outcome, StreamInfo, Video, attach};
 use super::stats::Counters;
 use crate::settings::{Overload, Settings};
 use crate::util::lock;
@@ -186,18 +186,54 @@ fn run(
                 continue;
             }
             Job::Infer { mut buf, frame_no, settings, video } => {
-                let result = inference.segment(&settings, &buf, &video, frame_no);
+                let Some(element) = weak.upgrade() else {
+                    *lock(&shared.busy) = false;
+                    shared.idle.notify_all();
+                    continue;
+                };
+                let imp = element.imp();
+                let result = inference.segment_or_wait(
+                    &settings,
+                    &buf,
+                    &video,
+                    frame_no,
+                    || imp.keep_waiting(),
+                    |line| imp.say_outage(line),
+                );
                 *lock(&shared.busy) = false;
                 shared.idle.notify_all();
-                let Some(element) = weak.upgrade() else { continue };
-                let attached = result.and_then(|done| {
-                    Counters::add(&counters.inferred);
-                    element.imp().observe_latency(&done.timings);
-                    let out = Outcome { done, frame_no, stale: false };
-                    attach(&element, buf.make_mut(), &stream, out, settings.post_messages)
-                });
-                if let Err(msg) = attached {
-                    element.imp().post_error_message(msg);
+                let out = match result {
+                    Ok(done) => {
+                        Counters::add(&counters.inferred);
+                        imp.observe_latency(&done.timings);
+                        Some(Outcome { done, frame_no, stale: false })
+                    }
+                    Err(Failure::Error(msg)) => {
+                        imp.post_error_message(msg);
+                        fail(gst::FlowError::Error);
+                        continue;
+                    }
+                    // Waited until a stop or a flush: the frame goes nowhere.
+                    Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => continue,
+                    // The server is unreachable: as a frame that found the worker busy.
+                    Err(Failure::Unavailable(_)) => {
+                        let size = (video.info.width(), video.info.height());
+                        match (settings.overload == Overload::Drop).then(|| inference.last_for(size.0, size.1)).flatten() {
+                            Some(done) => {
+                                Counters::add(&counters.stale);
+                                Some(Outcome { done, frame_no, stale: true })
+                            }
+                            None => {
+                                Counters::add(&counters.skipped);
+                                None
+                            }
+                        }
+                    }
+                };
+                if let Some(out) = out
+                    && let Err(msg) = attach(&element, buf.make_mut(), &stream, out, settings.post_messages)
+                {
+                    imp.post_error_message(msg);
                     fail(gst::FlowError::Error);
                     continue;
                 }

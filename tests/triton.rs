@@ -313,3 +313,123 @@ fn live_source_with_drop_policy_goes_stale_in_the_gap_and_fresh_after() {
     let tail = &frames[80..];
     assert!(tail.iter().all(|f| f.0 && !f.1), "fresh after the restart: {:?}", tail);
 }
+
+/// The first `n` frames of the sample, decoded to RGB: (width, height, pixels).
+fn sample_frames(n: usize) -> Vec<(usize, usize, Vec<u8>)> {
+    use gst::prelude::*;
+    use gstreamer as gst;
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+        sample()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) else { break };
+        let caps = s.caps().unwrap();
+        let info = gstreamer_video::VideoInfo::from_caps(caps).unwrap();
+        let map = s.buffer().unwrap().map_readable().unwrap();
+        let (w, h, stride) = (info.width() as usize, info.height() as usize, info.stride()[0] as usize);
+        let mut px = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            px.extend_from_slice(&map[row * stride..row * stride + w * 3]);
+        }
+        out.push((w, h, px));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// 1, 2 and 4 streams, each its own segmenter on its own thread segmenting the sample's
+/// first 30 frames: local ONNX Runtime (1 thread a stream) against the same model through
+/// one Triton server on loopback (1 model instance, 1 ONNX Runtime thread, dynamic
+/// batching), and through Triton with the streams in one batching group (one request per
+/// batch). Prints the table of docs/BENCHMARKS.md ("Triton on loopback").
+/// `cargo test --test triton -- --ignored --nocapture loopback_streams_bench`
+#[test]
+#[ignore = "a benchmark: prints frames/s and latency percentiles"]
+fn loopback_streams_bench() {
+    use segstream::backend::batching::{self, BatchConfig};
+
+    use segstream::backend::select::BackendKind;
+    use segstream::frame::{Frame, PixelFormat};
+    use segstream::segmenter::{Segmenter, SegmenterConfig};
+    use segstream::settings::{PostSettings, Settings};
+    let dir = common::workdir("triton", "bench");
+    let server = Server::start(&dir.join("repo"), None);
+    let frames = std::sync::Arc::new(sample_frames(30));
+    let model = root().join("samples/models/shapes-m2f.onnx");
+    let open = |backend: BackendKind| {
+        let settings = Settings {
+            backend,
+            threads: 1,
+            triton_url: server.url(),
+            triton_model: "shapes".into(),
+            device: segstream::backend::select::Device::Cpu,
+            ..Settings::default()
+        };
+        Segmenter::open_auto(&SegmenterConfig::from_settings(&model, &settings)).unwrap()
+    };
+    println!("| inference | streams | frames | wall s | frames/s (all streams) | latency p50 ms | p95 ms |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (what, backend, group) in [
+        ("local ONNX Runtime", BackendKind::OnnxRuntime, false),
+        ("Triton", BackendKind::Triton, false),
+        ("Triton, one batching group", BackendKind::Triton, true),
+    ] {
+        for n in [1usize, 2, 4] {
+            let mut segmenters: Vec<Segmenter> = (0..n).map(|_| open(backend)).collect();
+            let group_name = format!("bench-{n}");
+            let mut own_backends = Vec::new();
+            if group {
+                let cfg = BatchConfig { batch_size: n, timeout: Duration::from_millis(20) };
+                for s in &mut segmenters {
+                    own_backends.push(s.join_batch_group(&group_name, cfg).unwrap());
+                }
+            }
+            // The first frame of each stream is not timed (connection, first batch).
+            let start = Instant::now();
+            let handles: Vec<_> = segmenters
+                .into_iter()
+                .map(|mut s| {
+                    let frames = frames.clone();
+                    std::thread::spawn(move || {
+                        let mut lat = Vec::new();
+                        for (i, (w, h, px)) in frames.iter().enumerate() {
+                            let f = Frame::new(PixelFormat::Rgb, *w, *h, [px, &[], &[]], [w * 3, 0, 0]).unwrap();
+                            let t = Instant::now();
+                            s.segment(&f, &PostSettings::default()).unwrap();
+                            if i > 0 {
+                                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                            }
+                        }
+                        (lat, s)
+                    })
+                })
+                .collect();
+            // The segmenters come back alive, so that the group's counters can be read.
+            let (lats, _alive): (Vec<Vec<f64>>, Vec<Segmenter>) = handles.into_iter().map(|h| h.join().unwrap()).unzip();
+            let mut lat: Vec<f64> = lats.into_iter().flatten().collect();
+            let wall = start.elapsed().as_secs_f64();
+            let total = n * frames.len();
+            println!(
+                "| {what} | {n} | {total} | {wall:.2} | {:.2} | {:.1} | {:.1} |",
+                total as f64 / wall,
+                percentile(&mut lat, 0.5),
+                percentile(&mut lat, 0.95)
+            );
+            if group {
+                let s = batching::stats(&group_name).unwrap();
+                println!("|   (group: {} images in {} backend calls, {} batches of > 1) | | | | | | |", s.images, s.backend_calls, s.multi_image_batches);
+            }
+        }
+    }
+}

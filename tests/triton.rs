@@ -90,10 +90,14 @@ impl Server {
         (self.http, self.grpc, self.metrics)
     }
 
-    /// SIGKILL (the script's process is the server).
+    /// SIGKILL (the script's process is the server), and the Python backend's stub of this
+    /// repository's model, which does not always notice that its server is gone.
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &format!("triton_python_backend_stub {}/", self.repo.display())])
+            .status();
     }
 }
 

@@ -89,15 +89,11 @@ pub struct ModelConfigResponse {
     pub config: Option<ModelConfig>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InferInputTensor {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub datatype: String,
-    #[prost(int64, repeated, tag = "3")]
-    pub shape: Vec<i64>,
-}
+/// An input of a request and an output of a response carry the same fields segstream uses
+/// as the metadata's tensors (name, datatype, shape; the protocol's `parameters` and
+/// `contents` are left out: tensors travel as raw contents).
+pub type InferInputTensor = TensorMetadata;
+pub type InferOutputTensor = TensorMetadata;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct InferRequestedOutputTensor {
@@ -120,16 +116,6 @@ pub struct ModelInferRequest {
     /// One entry per input, in order: the tensor's bytes, little-endian, row-major.
     #[prost(bytes = "vec", repeated, tag = "7")]
     pub raw_input_contents: Vec<Vec<u8>>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InferOutputTensor {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub datatype: String,
-    #[prost(int64, repeated, tag = "3")]
-    pub shape: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -529,19 +529,10 @@ impl BaseTransformImpl for Mask2Former {
                 Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => {
                     return Err(gst::FlowError::Flushing);
                 }
-                Err(Failure::Unavailable(_)) => {
-                    let size = (video.info.width(), video.info.height());
-                    match (settings.overload == Overload::Drop).then(|| inference.last_for(size.0, size.1)).flatten() {
-                        Some(done) => {
-                            Counters::add(&self.counters.stale);
-                            Outcome { done, frame_no, stale: true }
-                        }
-                        None => {
-                            Counters::add(&self.counters.skipped);
-                            return Ok(gst::FlowSuccess::Ok);
-                        }
-                    }
-                }
+                Err(Failure::Unavailable(_)) => match inference.stand_in(settings.overload, &video) {
+                    Some(done) => Outcome { done, frame_no, stale: true },
+                    None => return Ok(gst::FlowSuccess::Ok),
+                },
             },
         };
         let stream = state.stream.clone();

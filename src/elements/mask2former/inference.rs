@@ -282,6 +282,17 @@ impl Inference {
         }
     }
 
+    /// What a frame gets in place of a fresh result under `overload`: the last result
+    /// (to mark stale) with `drop`, nothing with `skip` or `wait`. Counted as `stale` or
+    /// `skipped`.
+    pub fn stand_in(&self, overload: crate::settings::Overload, video: &Video) -> Option<Computed> {
+        let last = (overload == crate::settings::Overload::Drop)
+            .then(|| self.last_for(video.info.width(), video.info.height()))
+            .flatten();
+        Counters::add(if last.is_some() { &self.counters.stale } else { &self.counters.skipped });
+        last
+    }
+
     /// The last result if it fits a `width`x`height` frame.
     pub fn last_for(&self, width: u32, height: u32) -> Option<Computed> {
         self.last.clone().filter(|c| (c.seg.width, c.seg.height) == (width, height))

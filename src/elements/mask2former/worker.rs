@@ -217,17 +217,7 @@ fn run(
                     Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => continue,
                     // The server is unreachable: as a frame that found the worker busy.
                     Err(Failure::Unavailable(_)) => {
-                        let size = (video.info.width(), video.info.height());
-                        match (settings.overload == Overload::Drop).then(|| inference.last_for(size.0, size.1)).flatten() {
-                            Some(done) => {
-                                Counters::add(&counters.stale);
-                                Some(Outcome { done, frame_no, stale: true })
-                            }
-                            None => {
-                                Counters::add(&counters.skipped);
-                                None
-                            }
-                        }
+                        inference.stand_in(settings.overload, &video).map(|done| Outcome { done, frame_no, stale: true })
                     }
                 };
                 if let Some(out) = out

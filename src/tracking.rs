@@ -567,6 +567,13 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
     if things.is_empty() || seg.ids.len() != w * h {
         return Vec::new();
     }
+    // Per-pixel test by table, not by hash (segment ids are small).
+    let max_id = things.keys().copied().max().unwrap_or(0) as usize;
+    let mut thing_table = vec![false; max_id + 1];
+    for &id in things.keys() {
+        thing_table[id as usize] = true;
+    }
+    let is_thing = |id: u32| thing_table.get(id as usize).copied().unwrap_or(false);
     // Connected pieces: union-find over the pixels, joining equal thing ids left and above.
     let mut parent: Vec<u32> = (0..(w * h) as u32).collect();
     fn root(parent: &mut [u32], mut p: u32) -> u32 {
@@ -581,7 +588,7 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
         for x in 0..w {
             let p = y * w + x;
             let id = seg.ids[p];
-            if id == 0 || !things.contains_key(&id) {
+            if !is_thing(id) {
                 continue;
             }
             for q in [(x > 0).then(|| p - 1), (y > 0).then(|| p - w)].into_iter().flatten() {
@@ -605,7 +612,7 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
     let mut piece_of_px: Vec<u32> = vec![u32::MAX; w * h];
     for p in 0..w * h {
         let id = seg.ids[p];
-        if id == 0 || !things.contains_key(&id) {
+        if !is_thing(id) {
             continue;
         }
         let r = root(&mut parent, p as u32);

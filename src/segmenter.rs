@@ -203,7 +203,10 @@ impl Segmenter {
                 triton::CARD_PARAMETER
             )));
         };
-        Self::with_backend(card, Box::new(backend), &cfg.model)
+        // The network is the served model, whatever card file was given: that is what a
+        // batching group must share.
+        let served = cfg.triton.endpoint_uri()?.replacen("http://", "triton://", 1) + "/" + cfg.triton.model.trim();
+        Self::with_backend(card, Box::new(backend), Path::new(&served))
     }
 
     /// What failed before the backend in use opened (see [`Segmenter::open_auto`]).

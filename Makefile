@@ -20,7 +20,7 @@ DEB_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 
 .PHONY: setup deps-deb deps-py ort openvino triton build demo test test-rust test-python clean-out bench-compare pq-compare
 
-setup: deps-deb deps-py ort openvino triton
+setup: deps-deb deps-py ort openvino
 
 # Debian packages: installed only when one is missing (for this machine's architecture: an
 # arm64 copy of a package, see deps-aarch64, does not count).
@@ -69,7 +69,7 @@ build: setup
 demo: build
 	./target/release/segstream run
 
-test: setup test-rust test-python
+test: setup triton test-rust test-python
 
 # `--all-targets`: the plugin, the binary, tests, examples and benches in one build with one
 # feature set (a plain `cargo build` leaves the dev-dependencies out, which changes the

@@ -448,14 +448,7 @@ impl Tracker {
             if let Some(t) = part_of[slot] {
                 let track = &self.tracks[t];
                 seg.segments[i].track_id = Some(track.id);
-                let raw = seg.segments[i].label_id;
-                if track.label_id != raw {
-                    if let Some(name) = self.names.get(&track.label_id) {
-                        seg.segments[i].label.clone_from(name);
-                    }
-                    seg.segments[i].label_id = track.label_id;
-                    self.relabelled.push((seg.segments[i].id, raw));
-                }
+                relabel(&mut seg.segments[i], track.label_id, &self.names, &mut self.relabelled);
                 parts.push((t, px));
                 continue;
             }
@@ -465,15 +458,8 @@ impl Tracker {
                     track.unseen = 0;
                     track.last = px.clone();
                     seg.segments[i].track_id = Some(track.id);
-                    let raw = seg.segments[i].label_id;
-                    track.vote(raw);
-                    if track.label_id != raw {
-                        if let Some(name) = self.names.get(&track.label_id) {
-                            seg.segments[i].label.clone_from(name);
-                        }
-                        seg.segments[i].label_id = track.label_id;
-                        self.relabelled.push((seg.segments[i].id, raw));
-                    }
+                    track.vote(seg.segments[i].label_id);
+                    relabel(&mut seg.segments[i], track.label_id, &self.names, &mut self.relabelled);
                     // A much smaller mask is an occluded (or leaving) object: keep the
                     // reference shape and motion, predicted forward from where they were.
                     let area = px.len() as f32;
@@ -741,6 +727,18 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
         s.bbox = as_bbox(b);
     }
     out
+}
+
+/// Give a thing segment its track's stable label (name from `names`), noting the segment and
+/// its own label in `relabelled` when they differ.
+fn relabel(s: &mut crate::segmentation::Segment, stable: u32, names: &HashMap<u32, String>, relabelled: &mut Vec<(u32, u32)>) {
+    if s.label_id != stable {
+        if let Some(name) = names.get(&stable) {
+            s.label.clone_from(name);
+        }
+        relabelled.push((s.id, s.label_id));
+        s.label_id = stable;
+    }
 }
 
 /// Bounding box `(x0, x1, y0, y1)` (inclusive) of row-major pixel indices (`w` wide).

@@ -287,7 +287,7 @@ impl TritonBackend {
         // A lazy channel needs the runtime's context to be made (it connects on first use).
         let _in_runtime = self.rt.enter();
         self.channel = self.endpoint.connect_lazy();
-        Error::Unavailable(format!("Triton server at {}: {reason}; next try in {:.1} s", self.url, delay.as_secs_f64()))
+        self.unavailable(&reason, delay)
     }
 }
 
@@ -297,6 +297,13 @@ fn status_text(s: &tonic::Status) -> String {
     match s.source() {
         Some(src) => format!("{}: {}", s.message(), transport_message(src)),
         None => s.message().to_string(),
+    }
+}
+
+impl TritonBackend {
+    /// The error of a call made while (or when) the server is unreachable.
+    fn unavailable(&self, reason: &str, next_try: Duration) -> Error {
+        Error::Unavailable(format!("Triton server at {}: {reason}; next try in {:.1} s", self.url, next_try.as_secs_f64()))
     }
 }
 
@@ -369,12 +376,7 @@ impl Backend for TritonBackend {
         if let Some(o) = &self.outage {
             let now = Instant::now();
             if now < o.retry_at {
-                return Err(Error::Unavailable(format!(
-                    "Triton server at {}: {}; next try in {:.1} s",
-                    self.url,
-                    o.reason,
-                    (o.retry_at - now).as_secs_f64()
-                )));
+                return Err(self.unavailable(&o.reason, o.retry_at - now));
             }
         }
         let [_, c, h, w] = input.shape;

@@ -529,7 +529,9 @@ impl BaseTransformImpl for Mask2Former {
                 Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => {
                     return Err(gst::FlowError::Flushing);
                 }
-                Err(Failure::Unavailable(_)) => match inference.stand_in(settings.overload, &video) {
+                Err(Failure::Unavailable(_)) => match inference
+                    .stand_in(settings.overload == Overload::Drop, (video.info.width(), video.info.height()))
+                {
                     Some(done) => Outcome { done, frame_no, stale: true },
                     None => return Ok(gst::FlowSuccess::Ok),
                 },

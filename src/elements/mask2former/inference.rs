@@ -282,13 +282,11 @@ impl Inference {
         }
     }
 
-    /// What a frame gets in place of a fresh result under `overload`: the last result
-    /// (to mark stale) with `drop`, nothing with `skip` or `wait`. Counted as `stale` or
-    /// `skipped`.
-    pub fn stand_in(&self, overload: crate::settings::Overload, video: &Video) -> Option<Computed> {
-        let last = (overload == crate::settings::Overload::Drop)
-            .then(|| self.last_for(video.info.width(), video.info.height()))
-            .flatten();
+    /// What a `width`x`height` frame gets in place of a fresh result: the last result (to
+    /// mark stale) when `with_last` (`overload=drop`) and one fits, else nothing. Counted as
+    /// `stale` or `skipped`.
+    pub fn stand_in(&self, with_last: bool, (width, height): (u32, u32)) -> Option<Computed> {
+        let last = with_last.then(|| self.last_for(width, height)).flatten();
         Counters::add(if last.is_some() { &self.counters.stale } else { &self.counters.skipped });
         last
     }

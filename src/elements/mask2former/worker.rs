@@ -217,7 +217,8 @@ fn run(
                     Err(Failure::Unavailable(_)) if settings.overload == Overload::Wait => continue,
                     // The server is unreachable: as a frame that found the worker busy.
                     Err(Failure::Unavailable(_)) => {
-                        inference.stand_in(settings.overload, &video).map(|done| Outcome { done, frame_no, stale: true })
+                        let size = (video.info.width(), video.info.height());
+                        inference.stand_in(settings.overload == Overload::Drop, size).map(|done| Outcome { done, frame_no, stale: true })
                     }
                 };
                 if let Some(out) = out
@@ -231,17 +232,13 @@ fn run(
             }
             Job::Pass { mut buf, frame_no, post_messages, size, with_last } => {
                 let Some(element) = weak.upgrade() else { continue };
-                match with_last.then(|| inference.last_for(size.0, size.1)).flatten() {
-                    Some(done) => {
-                        Counters::add(&counters.stale);
-                        let out = Outcome { done, frame_no, stale: true };
-                        if let Err(msg) = attach(&element, buf.make_mut(), &stream, out, post_messages) {
-                            element.imp().post_error_message(msg);
-                            fail(gst::FlowError::Error);
-                            continue;
-                        }
+                if let Some(done) = inference.stand_in(with_last, size) {
+                    let out = Outcome { done, frame_no, stale: true };
+                    if let Err(msg) = attach(&element, buf.make_mut(), &stream, out, post_messages) {
+                        element.imp().post_error_message(msg);
+                        fail(gst::FlowError::Error);
+                        continue;
                     }
-                    None => Counters::add(&counters.skipped),
                 }
                 buf
             }

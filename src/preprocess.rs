@@ -316,6 +316,43 @@ mod tests {
         }
     }
 
+    /// `Frame::rgb_at` (the tracker's colour samples) gives `to_rgb`'s colour at every
+    /// pixel, for every accepted format, with padded rows.
+    #[test]
+    fn rgb_at_equals_the_converted_frame() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        };
+        let (w, h) = (38usize, 22usize);
+        for format in [PixelFormat::Rgb, PixelFormat::Rgba, PixelFormat::Bgrx, PixelFormat::Nv12, PixelFormat::I420] {
+            let mut strides = [0usize; 3];
+            for (p, st) in strides.iter_mut().enumerate().take(format.num_planes()) {
+                *st = format.min_stride(p, w) + 6;
+            }
+            let planes: Vec<Vec<u8>> = (0..format.num_planes()).map(|p| noise(strides[p] * format.plane_rows(p, h))).collect();
+            let empty: &[u8] = &[];
+            let f = Frame::new(format, w, h, [&planes[0], planes.get(1).map_or(empty, |v| v), planes.get(2).map_or(empty, |v| v)], strides)
+                .unwrap();
+            let mut rgb = Vec::new();
+            to_rgb(&f, &mut rgb).unwrap();
+            let mut differ = 0;
+            for y in 0..h {
+                for x in 0..w {
+                    differ += usize::from(f.rgb_at(x, y) != rgb[(y * w + x) * 3..][..3]);
+                }
+            }
+            assert_eq!(differ, 0, "{format:?}: {differ} of {} pixels differ", w * h);
+        }
+    }
+
     /// yuvutils-rs walks a plane in chunks of whole strides and skips a last row whose
     /// slice ends at the last pixel (as a mapped frame's plane may); `to_rgb` must convert
     /// every row whatever the slice length. Found with the CUDA memory tests (pitch 512).

@@ -232,7 +232,14 @@ impl Inference {
                 Some(t) if *t.config() == settings.tracker => t,
                 slot => slot.insert(Tracker::new(settings.tracker)),
             };
-            tracker.update(&mut seg);
+            // The tracker also compares colours (a segment that looks like a lost track may
+            // continue it): it reads the frame through a system-memory map (a download for a
+            // frame in CUDA memory); a frame it cannot map is tracked by masks and motion.
+            let seen = with_host_frame(buf, video, frame_no, |frame| tracker.update_with_frame(&mut seg, frame));
+            if let Err(e) = seen {
+                gst::debug!(CAT, "frame {frame_no}: tracked without colours: {e:?}");
+                tracker.update(&mut seg);
+            }
             if !tracker.split().is_empty() {
                 // The tracker split a segment: the id map on the device no longer matches.
                 device = None;
@@ -253,23 +260,10 @@ impl Inference {
         video: &Video,
         frame_no: u64,
     ) -> Result<(Segmentation, Timings), Failure> {
-        let Video { info, format, .. } = video;
-        let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).map_err(|_| {
-            gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading"))
-        })?;
-        let mut planes: [&[u8]; 3] = [&[], &[], &[]];
-        let mut strides = [0usize; 3];
-        for p in 0..format.num_planes() {
-            planes[p] = vframe
-                .plane_data(p as u32)
-                .map_err(|e| gst::error_msg!(gst::StreamError::Failed, ("frame {frame_no}: plane {p}: {e}")))?;
-            strides[p] = vframe.plane_stride()[p].max(0) as usize;
-        }
-        let frame = Frame::new(*format, info.width() as usize, info.height() as usize, planes, strides)
-            .map_err(|e| gst::error_msg!(gst::StreamError::Format, ("frame {frame_no}: {e}")))?;
         let segmenter = &mut self.segmenter;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(&frame, &settings.post)));
-        drop(vframe);
+        let result = with_host_frame(buf, video, frame_no, |frame| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| segmenter.segment(frame, &settings.post)))
+        })?;
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(crate::Error::Unavailable(why))) => Err(Failure::Unavailable(why)),
@@ -295,6 +289,30 @@ impl Inference {
     pub fn last_for(&self, width: u32, height: u32) -> Option<Computed> {
         self.last.clone().filter(|c| (c.seg.width, c.seg.height) == (width, height))
     }
+}
+
+/// Run `f` on `buf` mapped for reading in system memory (a download for a frame in CUDA
+/// memory); the map ends when `f` returns.
+fn with_host_frame<R>(
+    buf: &gst::BufferRef,
+    video: &Video,
+    frame_no: u64,
+    f: impl FnOnce(&Frame<'_>) -> R,
+) -> Result<R, gst::ErrorMessage> {
+    let Video { info, format, .. } = video;
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
+        .map_err(|_| gst::error_msg!(gst::StreamError::Failed, ("cannot map frame {frame_no} for reading")))?;
+    let mut planes: [&[u8]; 3] = [&[], &[], &[]];
+    let mut strides = [0usize; 3];
+    for p in 0..format.num_planes() {
+        planes[p] = vframe
+            .plane_data(p as u32)
+            .map_err(|e| gst::error_msg!(gst::StreamError::Failed, ("frame {frame_no}: plane {p}: {e}")))?;
+        strides[p] = vframe.plane_stride()[p].max(0) as usize;
+    }
+    let frame = Frame::new(*format, info.width() as usize, info.height() as usize, planes, strides)
+        .map_err(|e| gst::error_msg!(gst::StreamError::Format, ("frame {frame_no}: {e}")))?;
+    Ok(f(&frame))
 }
 
 /// What every frame's meta carries about the stream.

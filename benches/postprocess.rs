@@ -1,6 +1,7 @@
-//! Post-processing benchmarks: panoptic / instance / semantic and the RLE of every
-//! segment, for a 1920×1080 and a 640×360 frame, Q = 100 queries, K = 133 classes, network
-//! input 384×640 (the frame fits as 360×640, 24 rows of padding; masks 96×160).
+//! Post-processing benchmarks: panoptic / instance / semantic, the RLE of every segment
+//! and the tracker (masks alone, and with colours), for a 1920×1080 and a 640×360 frame,
+//! Q = 100 queries, K = 133 classes, network input 384×640 (the frame fits as 360×640, 24
+//! rows of padding; masks 96×160).
 //!
 //! The logits are synthetic and fixed: 29 confident queries whose masks tile the frame
 //! like a Voronoi diagram (logit 4 per grid pixel of distance difference to the nearest
@@ -17,7 +18,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use segstream::backend::Logits;
 use segstream::frame::{Frame, PixelFormat};
 use segstream::model::CardInput;
@@ -25,6 +26,7 @@ use segstream::preprocess::Preprocessor;
 use segstream::model::Label;
 use segstream::postprocess::{self, Geometry, Params, Semantics};
 use segstream::segmentation::Task;
+use segstream::tracking::Tracker;
 
 const Q: usize = 100;
 const K: usize = 133;
@@ -159,6 +161,18 @@ fn bench(c: &mut Criterion) {
             })
         });
         grp.bench_function("rle", |b| b.iter(|| black_box(&pan).rles().iter().map(|r| r.to_compressed().len()).sum::<usize>()));
+        // The tracker, fed the same segmentation every frame (every thing matched): masks
+        // and motion alone, and with the frame's colours as `mask2former track=true` does
+        // (an NV12 frame: each colour sample is a YUV conversion).
+        let luma: Vec<u8> = (0..fw * fh).map(|i| (16 + i * 7 % 219) as u8).collect();
+        let chroma: Vec<u8> = (0..fw * fh / 2).map(|i| (64 + i * 13 % 128) as u8).collect();
+        let picture = Frame::new(PixelFormat::Nv12, fw, fh, [&luma, &chroma, &[]], [fw, fw, 0]).unwrap();
+        let mut tracker = Tracker::default();
+        grp.bench_function("track", |b| b.iter_batched_ref(|| pan.clone(), |s| tracker.update(s), BatchSize::LargeInput));
+        let mut tracker = Tracker::default();
+        grp.bench_function("track+colours", |b| {
+            b.iter_batched_ref(|| pan.clone(), |s| tracker.update_with_frame(s, &picture), BatchSize::LargeInput)
+        });
         grp.bench_function("panoptic_transformers", |b| b.iter(|| postprocess::panoptic::panoptic(black_box(&img), &labels, &gt, &p).unwrap()));
         let pi = Params { task: Task::Instance, ..p };
         grp.bench_function("instance", |b| b.iter(|| postprocess::instance::instance(black_box(&img), &labels, &g, &pi).unwrap()));

@@ -37,6 +37,17 @@
 //!   of that object and gets its id; an unmatched segment of a lost track's stable label
 //!   within [`REID_RADIUS`] × the track's size of where it was (or of where its motion
 //!   puts it) continues the nearest such track.
+//! - **Appearance** ([`Tracker::update_with_frame`], which `mask2former track=true` uses):
+//!   each thing segment's [`colour_histogram`] is compared with its tracks' (a running mean
+//!   over their matches) by [`resemblance`]. A segment that *looks the same* (≥ 0.5) counts
+//!   as familiar whatever its label, so it may continue the track or be a part of it; an
+//!   unmatched one that looks the same as a track matched in this frame, within
+//!   [`REID_RADIUS`] × the track's size of that match, is a part of it; and one that looks
+//!   the same as a lost track re-identifies it whatever its label, within 3 × the track's
+//!   size, even after the track's prediction left the picture (such a track is kept, for
+//!   its appearance alone, up to `max_age`). A segment that *looks different* (< 0.2) never
+//!   takes a lost track's id by re-identification or by its box; a strong mask overlap is
+//!   never overruled by colours. Without a frame ([`Tracker::update`]) none of this applies.
 //! - **Split masks**: before matching, a thing segment whose mask falls into pieces far
 //!   apart (more than [`SPLIT_GAP`] of the frame's diagonal; a weak model's query sometimes
 //!   covers two objects of one class) is split into one segment per group of pieces, with
@@ -118,9 +129,8 @@ const OTHER_LABEL_PENALTY: f32 = 0.05;
 /// from at most `LOOK_SAMPLES` of its pixels; a track's is the running mean of its matched
 /// segments' (weight `LOOK_RATE` for the newest). Two histograms *look the same* when their
 /// intersection reaches `LOOK_SAME` and *look different* below `LOOK_OTHER`. On the sample
-/// clip (docs/BENCHMARKS.md, "Tracking on the model's output"), the model's masks of one
-/// object give 0.54 or more in 95 % of pairs of frames, masks of two objects 0.05 or less
-/// in 95 % (0.36 at the 99.9th percentile).
+/// clip, the model's masks of one object resemble each other far more than masks of two
+/// objects do (docs/BENCHMARKS.md, "Tracking on the model's output", for the percentiles).
 const LOOK_LEVELS: usize = 8;
 const LOOK_SAMPLES: usize = 4096;
 const LOOK_RATE: f32 = 0.2;
@@ -317,11 +327,11 @@ impl Tracker {
             }
         }
 
-        let looks: Vec<Option<Vec<f32>>> = pixels.iter().map(|px| frame.and_then(|f| look_of(f, px, w))).collect();
+        let looks: Vec<Option<Vec<f32>>> = pixels.iter().map(|px| frame.and_then(|f| colour_histogram(f, px))).collect();
         // How much segment `slot` looks like `track`: None when either has no appearance.
         let resemblance = |track: &Track, slot: usize| -> Option<f32> {
             match (&track.look, &looks[slot]) {
-                (Some(a), Some(b)) => Some(a.iter().zip(b).map(|(x, y)| x.min(*y)).sum()),
+                (Some(a), Some(b)) => Some(resemblance(a, b)),
                 _ => None,
             }
         };
@@ -482,13 +492,13 @@ impl Tracker {
             let label = seg.segments[thing_idx[slot]].label_id;
             let c = centroid(px, w);
             for (t, track) in self.tracks.iter().enumerate() {
-                // Appearance, when known, vouches for another label, for a track matched in
-                // the last frame or out of the picture, and for a longer way; and it rules
-                // out an object that looks different.
+                // Appearance, when known, vouches for another label, for a track out of the
+                // picture and for a longer way; and it rules out an object that looks
+                // different.
                 let look = resemblance(track, slot);
                 let same_look = look.is_some_and(|r| r >= LOOK_SAME);
                 if track_taken[t]
-                    || (track.unseen <= 1 && !same_look)
+                    || track.unseen <= 1
                     || (track.gone && !same_look)
                     || !(track.label_id == label || same_look)
                     || look.is_some_and(|r| r < LOOK_OTHER)
@@ -499,12 +509,7 @@ impl Tracker {
                 let k = track.ref_age as f32;
                 let moved = (track.centroid.0 + track.velocity.0 * k, track.centroid.1 + track.velocity.1 * k);
                 let dist = |p: (f32, f32)| ((c.0 - p.0).powi(2) + (c.1 - p.1).powi(2)).sqrt();
-                let mut d = dist(track.centroid).min(dist(moved));
-                if same_look {
-                    // A partly hidden object's last visible piece may lie far from the
-                    // centroid of its whole shape.
-                    d = d.min(dist(centroid(&track.last, w)));
-                }
+                let d = dist(track.centroid).min(dist(moved));
                 let radius = if same_look { LOOK_REID_RADIUS } else { REID_RADIUS };
                 if d <= radius * track.peak.sqrt() {
                     reid.push((d, t, slot));
@@ -858,12 +863,14 @@ fn overlaps(mask: &[u32], dx: i64, dy: i64, w: u32, h: u32, ids: &[u32], counts:
     inside
 }
 
-/// Colour histogram of the pixels `px` (row-major indices into a `w`-wide frame), from
-/// at most [`LOOK_SAMPLES`] of them evenly spread; normalised to sum 1. None for no pixels.
-fn look_of(frame: &Frame<'_>, px: &[u32], w: u32) -> Option<Vec<f32>> {
+/// A segment's appearance as the tracker sees it: the colour histogram of the pixels `px`
+/// of `frame` (row-major indices), 8 levels per channel (512 bins), from at most 4096 of
+/// them evenly spread, normalised to sum 1. None for no pixels.
+pub fn colour_histogram(frame: &Frame<'_>, px: &[u32]) -> Option<Vec<f32>> {
     if px.is_empty() {
         return None;
     }
+    let w = frame.width as u32;
     let step = px.len().div_ceil(LOOK_SAMPLES);
     let shift = 8 - LOOK_LEVELS.trailing_zeros();
     let mut hist = vec![0f32; LOOK_LEVELS * LOOK_LEVELS * LOOK_LEVELS];
@@ -876,6 +883,12 @@ fn look_of(frame: &Frame<'_>, px: &[u32], w: u32) -> Option<Vec<f32>> {
     }
     hist.iter_mut().for_each(|v| *v /= n as f32);
     Some(hist)
+}
+
+/// How much two [`colour_histogram`]s look alike: their intersection, from 0 (no colour
+/// in common) to 1 (the same).
+pub fn resemblance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x.min(*y)).sum()
 }
 
 fn centroid(px: &[u32], w: u32) -> (f32, f32) {
@@ -1223,5 +1236,123 @@ mod tests {
         let mut small = Segmentation { width: 4, height: 4, task: Task::Panoptic, ids: vec![2; 16], segments: vec![segment(2, 0, true)] };
         t.update(&mut small);
         assert_ne!(track_of(&small, 2), track_of(&s, 2));
+    }
+
+    const RED: [u8; 3] = [220, 30, 40];
+    const BLUE: [u8; 3] = [30, 40, 220];
+
+    /// Track `seg` with an RGB picture of it (each thing id in its colour from `colours`,
+    /// the rest grey), or, for `None`, without a frame.
+    fn see(t: &mut Tracker, seg: &mut Segmentation, colours: Option<&[(u32, [u8; 3])]>) {
+        match colours {
+            Some(colours) => {
+                let picture: Vec<u8> = seg
+                    .ids
+                    .iter()
+                    .flat_map(|id| colours.iter().find(|(c, _)| c == id).map_or([128, 128, 128], |&(_, rgb)| rgb))
+                    .collect();
+                let f = Frame::packed(crate::frame::PixelFormat::Rgb, W as usize, H as usize, &picture).unwrap();
+                t.update_with_frame(seg, &f);
+            }
+            None => t.update(seg),
+        }
+    }
+
+    #[test]
+    fn a_lost_object_that_looks_the_same_continues_across_a_class_change_and_a_longer_way() {
+        // (class when back, x when back: 8 px away is within 1.5 × its size of 6 px, 15 px
+        // only within 3 ×) → continues with colours, without.
+        for (label, x, with, without) in [(1, 13, true, false), (0, 20, true, false), (0, 13, true, true)] {
+            for colours in [true, false] {
+                let paint: Option<&[(u32, [u8; 3])]> = if colours { Some(&[(2, RED)]) } else { None };
+                let mut t = Tracker::default();
+                let mut first = None;
+                for _ in 0..3 {
+                    let mut s = frame(&[(2, 0, 5, 5, 6)]);
+                    see(&mut t, &mut s, paint);
+                    first = Some(track_of(&s, 2));
+                }
+                for _ in 0..4 {
+                    see(&mut t, &mut frame(&[]), paint);
+                }
+                let mut s = frame(&[(2, label, x, 5, 6)]);
+                see(&mut t, &mut s, paint);
+                let expected = if colours { with } else { without };
+                assert_eq!(Some(track_of(&s, 2)) == first, expected, "class {label}, x {x}, colours {colours}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_object_is_not_taken_for_one_that_looks_different() {
+        for (colour, continues) in [(RED, true), (BLUE, false)] {
+            let mut t = Tracker::default();
+            let mut first = None;
+            for _ in 0..3 {
+                let mut s = frame(&[(2, 0, 5, 5, 6)]);
+                see(&mut t, &mut s, Some(&[(2, RED)]));
+                first = Some(track_of(&s, 2));
+            }
+            for _ in 0..4 {
+                see(&mut t, &mut frame(&[]), Some(&[]));
+            }
+            // Same class, 8 px away: masks and motion alone would continue the track.
+            let mut s = frame(&[(2, 0, 13, 5, 6)]);
+            see(&mut t, &mut s, Some(&[(2, colour)]));
+            assert_eq!(Some(track_of(&s, 2)) == first, continues, "{colour:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_piece_of_another_class_that_looks_the_same_shares_the_id() {
+        for colours in [true, false] {
+            let mut t = Tracker::default();
+            let mut s = frame(&[(2, 0, 5, 5, 8)]);
+            see(&mut t, &mut s, if colours { Some(&[(2, RED)]) } else { None });
+            let id = track_of(&s, 2);
+            // The object again, and beside it (outside its mask) a piece the model calls
+            // another class.
+            let mut s = frame(&[(2, 0, 5, 5, 8), (3, 1, 14, 6, 3)]);
+            see(&mut t, &mut s, if colours { Some(&[(2, RED), (3, RED)]) } else { None });
+            assert_eq!(track_of(&s, 2), id);
+            assert_eq!(track_of(&s, 3) == id, colours, "colours {colours}");
+        }
+    }
+
+    #[test]
+    fn an_object_back_in_the_picture_looking_the_same_keeps_its_id() {
+        for colours in [true, false] {
+            let paint: Option<&[(u32, [u8; 3])]> = if colours { Some(&[(2, RED)]) } else { None };
+            let mut t = Tracker::default();
+            let mut first = None;
+            // Moving right 3 px a frame up to the right edge, then out of the picture.
+            for x in (16..=34).step_by(3) {
+                let mut s = frame(&[(2, 0, x, 5, 6)]);
+                see(&mut t, &mut s, paint);
+                assert_eq!(*first.get_or_insert(track_of(&s, 2)), track_of(&s, 2));
+            }
+            for _ in 0..6 {
+                see(&mut t, &mut frame(&[]), paint);
+            }
+            // Back where it left: a lost track whose prediction left the picture is kept
+            // only for its appearance.
+            let mut s = frame(&[(2, 0, 34, 5, 6)]);
+            see(&mut t, &mut s, paint);
+            assert_eq!(Some(track_of(&s, 2)) == first, colours, "colours {colours}");
+        }
+    }
+
+    #[test]
+    fn colour_histograms_and_resemblance() {
+        let picture: Vec<u8> = (0..W * H).flat_map(|p| if p % W < 20 { RED } else { BLUE }).collect();
+        let f = Frame::packed(crate::frame::PixelFormat::Rgb, W as usize, H as usize, &picture).unwrap();
+        let red: Vec<u32> = (0..W * H).filter(|p| p % W < 20).collect();
+        let half: Vec<u32> = (0..W * H).filter(|p| (10..30).contains(&(p % W))).collect();
+        let a = colour_histogram(&f, &red).unwrap();
+        let b = colour_histogram(&f, &half).unwrap();
+        assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!((resemblance(&a, &a) - 1.0).abs() < 1e-5);
+        assert!((resemblance(&a, &b) - 0.5).abs() < 1e-5, "{}", resemblance(&a, &b));
+        assert!(colour_histogram(&f, &[]).is_none());
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use segstream::frame::{Frame, PixelFormat};
 use segstream::segmentation::{Segment, Segmentation, Task};
-use segstream::tracking::{Tracker, TrackerConfig};
+use segstream::tracking::{Tracker, TrackerConfig, colour_histogram, resemblance};
 
 struct GtFrame {
     seg: Segmentation,
@@ -298,6 +298,44 @@ fn follow(
     (ids_of_truth.len(), kept, extra, swaps)
 }
 
+/// Colour resemblance (the tracker's [`resemblance`] of [`colour_histogram`]s over the
+/// sample's frames) between pairs of the model's untracked thing masks on every other
+/// frame, each mask taken for the true instance holding at least 60 % of it (masks of 64
+/// pixels or more): (pairs of one instance, pairs of two instances), each sorted.
+fn resemblances(raw: &[Segmentation], gt: &[GtFrame]) -> (Vec<f32>, Vec<f32>) {
+    let pictures = sample_frames();
+    let mut looks: Vec<(u64, Vec<f32>)> = Vec::new();
+    for (fi, (p, g)) in raw.iter().zip(gt).enumerate().step_by(2) {
+        let picture = Frame::packed(PixelFormat::Rgb, p.width as usize, p.height as usize, &pictures[fi]).unwrap();
+        for s in p.segments.iter().filter(|s| s.is_thing) {
+            let px: Vec<u32> = (0..p.ids.len() as u32).filter(|&i| p.ids[i as usize] == s.id).collect();
+            if px.len() < 64 {
+                continue;
+            }
+            let mut owners: HashMap<u64, usize> = HashMap::new();
+            for &i in &px {
+                if let Some(&t) = g.truth.get(&g.seg.ids[i as usize]) {
+                    *owners.entry(t).or_default() += 1;
+                }
+            }
+            if let Some((&t, &n)) = owners.iter().max_by_key(|&(t, n)| (*n, *t))
+                && n as f64 >= 0.6 * px.len() as f64
+            {
+                looks.push((t, colour_histogram(&picture, &px).unwrap()));
+            }
+        }
+    }
+    let (mut same, mut different) = (Vec::new(), Vec::new());
+    for (i, (ta, a)) in looks.iter().enumerate() {
+        for (tb, b) in &looks[i + 1..] {
+            if ta == tb { same.push(resemblance(a, b)) } else { different.push(resemblance(a, b)) }
+        }
+    }
+    same.sort_by(f32::total_cmp);
+    different.sort_by(f32::total_cmp);
+    (same, different)
+}
+
 /// What `mask2former track=true` gives on the sample model's own output (the bar:
 /// ≥ 95 % of the true instances keep one track id, no id given to two instances), and, for
 /// comparison, the tracker on masks and motion alone (`Tracker::update` over the untracked
@@ -317,11 +355,33 @@ fn model_output_tracking() {
     let tracked = model_output(true);
     let (total, kept, _, swaps) = follow("mask2former track=true", &tracked, &gt);
     let mut raw = model_output(false);
+    let (same, different) = resemblances(&raw, &gt);
     let mut tracker = Tracker::new(TrackerConfig::default());
     for seg in &mut raw {
         tracker.update(seg);
     }
     let (_, kept_masks, _, swaps_masks) = follow("masks and motion alone", &raw, &gt);
+
+    // What the appearance rules stand on: the model's masks of one object look alike (the
+    // tracker's threshold for "looks the same" is 0.5), masks of two objects do not.
+    let pct = |v: &[f32], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "colour resemblance of the model's masks (every other frame): one object, {} pairs: 1st/5th/50th percentile {:.3}/{:.3}/{:.3}; two objects, {} pairs: 50th/95th/99th/99.9th percentile {:.3}/{:.3}/{:.3}/{:.3}, max {:.3}",
+        same.len(),
+        pct(&same, 0.01),
+        pct(&same, 0.05),
+        pct(&same, 0.5),
+        different.len(),
+        pct(&different, 0.5),
+        pct(&different, 0.95),
+        pct(&different, 0.99),
+        pct(&different, 0.999),
+        different.last().unwrap()
+    );
+    assert!(
+        pct(&same, 0.05) > pct(&different, 0.99),
+        "masks of one object should resemble each other more than masks of two objects"
+    );
 
     assert_eq!(
         total, 11,

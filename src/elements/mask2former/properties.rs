@@ -141,7 +141,7 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoolean::builder("track")
                 .nick("Track")
-                .blurb("Give segments a persistent track_id: things by mask IoU with the previous frames (a class change continues a track when the masks overlap strongly; a tracked thing then reports its track's majority class of the last 15 frames as label/label_id; a thing mask in pieces farther apart than 8% of the frame diagonal is split into one segment per group of pieces; a second segment inside a tracked object shares its id), stuff one id per class")
+                .blurb("Give segments a persistent track_id: things by mask IoU with the previous frames (a class change continues a track when the masks overlap strongly; a tracked thing then reports its track's majority class of the last 15 frames as label/label_id; a thing mask in pieces farther apart than 8% of the frame diagonal is split into one segment per group of pieces; a second segment inside a tracked object shares its id; the colours of segments are compared with their tracks', so one that looks like a lost track continues it across a class change, a longer way or after it left the picture, and one that looks different does not), stuff one id per class")
                 .default_value(d.track)
                 .mutable_playing()
                 .build(),

@@ -280,12 +280,9 @@ impl Preprocessor {
 mod tests {
     use super::*;
 
-    /// The portable conversion (used off x86) gives yuvutils-rs' x86 bytes exactly.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn portable_yuv_conversion_equals_yuvutils_on_x86() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = |n: usize| -> Vec<u8> {
+    /// Deterministic noise bytes (xorshift from `seed`): `n` more bytes a call.
+    fn noise(mut seed: u64) -> impl FnMut(usize) -> Vec<u8> {
+        move |n| {
             (0..n)
                 .map(|_| {
                     seed ^= seed << 13;
@@ -294,7 +291,14 @@ mod tests {
                     (seed >> 24) as u8
                 })
                 .collect()
-        };
+        }
+    }
+
+    /// The portable conversion (used off x86) gives yuvutils-rs' x86 bytes exactly.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn portable_yuv_conversion_equals_yuvutils_on_x86() {
+        let mut noise = noise(0x9e37_79b9_7f4a_7c15);
         for (w, h) in [(64usize, 48usize), (50, 30), (2, 2), (96, 54), (1920, 8), (38, 22)] {
             for format in [PixelFormat::Nv12, PixelFormat::I420] {
                 let planes: Vec<Vec<u8>> =
@@ -320,17 +324,7 @@ mod tests {
     /// pixel, for every accepted format, with padded rows.
     #[test]
     fn rgb_at_equals_the_converted_frame() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed >> 24) as u8
-                })
-                .collect()
-        };
+        let mut noise = noise(0x2545_f491_4f6c_dd1d);
         let (w, h) = (38usize, 22usize);
         for format in [PixelFormat::Rgb, PixelFormat::Rgba, PixelFormat::Bgrx, PixelFormat::Nv12, PixelFormat::I420] {
             let mut strides = [0usize; 3];

@@ -314,19 +314,23 @@ impl Tracker {
         let thing_idx: Vec<usize> = (0..seg.segments.len())
             .filter(|&i| seg.segments[i].is_thing && seg.task != Task::Semantic)
             .collect();
-        let mut slot_of_id: HashMap<u32, usize> = HashMap::with_capacity(thing_idx.len());
+        // Segment id → slot, by table (per pixel; segment ids are small).
+        let id_bound = seg.segments.iter().map(|s| s.id as usize + 1).max().unwrap_or(0);
+        let mut slot_table = vec![u32::MAX; id_bound];
         for (slot, &i) in thing_idx.iter().enumerate() {
-            slot_of_id.insert(seg.segments[i].id, slot);
+            slot_table[seg.segments[i].id as usize] = slot as u32;
         }
+        let slot_of_id = |id: u32| slot_table.get(id as usize).copied().filter(|&s| s != u32::MAX).map(|s| s as usize);
         let mut pixels: Vec<Vec<u32>> = vec![Vec::new(); thing_idx.len()];
         for (p, &id) in seg.ids.iter().enumerate() {
             if id != 0
-                && let Some(&slot) = slot_of_id.get(&id)
+                && let Some(slot) = slot_of_id(id)
             {
                 pixels[slot].push(p as u32);
             }
         }
 
+        let centroids: Vec<(f32, f32)> = pixels.iter().map(|px| centroid(px, w)).collect();
         let looks: Vec<Option<Vec<f32>>> = pixels.iter().map(|px| frame.and_then(|f| colour_histogram(f, px))).collect();
         // How much segment `slot` looks like `track`: None when either has no appearance.
         let resemblance = |track: &Track, slot: usize| -> Option<f32> {
@@ -346,7 +350,7 @@ impl Tracker {
         // object) is a candidate too, ranked below the IoU matches.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         let class_change_iou = CLASS_CHANGE_IOU.max(self.cfg.iou_threshold);
-        let mut counts: HashMap<u32, u32> = HashMap::new();
+        let mut counts = Tally { counts: vec![0; id_bound], touched: Vec::new() };
         // (track, slot) → the largest fraction of the segment inside one of the track's
         // guesses, for segments of a familiar label (parts, below).
         let mut inside_of: HashMap<(usize, usize), f32> = HashMap::new();
@@ -369,8 +373,8 @@ impl Tracker {
                     track.gone = true;
                     break;
                 }
-                for (&id, &inter) in &counts {
-                    let Some(&slot) = slot_of_id.get(&id) else { continue };
+                for (id, inter) in counts.iter() {
+                    let Some(slot) = slot_of_id(id) else { continue };
                     // The class of a thing may flicker: a label the track has shown in its
                     // recent frames continues it as its stable label does (ranked just
                     // below); any other label only with a strong overlap.
@@ -466,12 +470,12 @@ impl Tracker {
         // Parts by appearance: an unmatched segment that looks the same as a track matched
         // in this frame, lying within `REID_RADIUS` × the track's size of that match.
         let matched_at: Vec<(usize, (f32, f32))> =
-            slot_track.iter().enumerate().filter_map(|(slot, t)| t.map(|t| (t, centroid(&pixels[slot], w)))).collect();
+            slot_track.iter().enumerate().filter_map(|(slot, t)| t.map(|t| (t, centroids[slot]))).collect();
         for slot in 0..thing_idx.len() {
             if slot_track[slot].is_some() || part_of[slot].is_some() || pixels[slot].is_empty() || looks[slot].is_none() {
                 continue;
             }
-            let c = centroid(&pixels[slot], w);
+            let c = centroids[slot];
             let mut best: Option<(f32, usize)> = None;
             for &(t, m) in &matched_at {
                 let track = &self.tracks[t];
@@ -490,7 +494,7 @@ impl Tracker {
                 continue;
             }
             let label = seg.segments[thing_idx[slot]].label_id;
-            let c = centroid(px, w);
+            let c = centroids[slot];
             for (t, track) in self.tracks.iter().enumerate() {
                 // Appearance, when known, vouches for another label, for a track out of the
                 // picture and for a longer way; and it rules out an object that looks
@@ -528,7 +532,7 @@ impl Tracker {
         let mut parts: Vec<(usize, Vec<u32>)> = Vec::new();
         for (slot, px) in pixels.into_iter().enumerate() {
             let i = thing_idx[slot];
-            let centroid = centroid(&px, w);
+            let centroid = centroids[slot];
             if let Some(t) = part_of[slot] {
                 let track = &self.tracks[t];
                 seg.segments[i].track_id = Some(track.id);
@@ -653,57 +657,78 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
         thing_table[id as usize] = true;
     }
     let is_thing = |id: u32| thing_table.get(id as usize).copied().unwrap_or(false);
-    // Connected pieces: union-find over the pixels, joining equal thing ids left and above.
-    let mut parent: Vec<u32> = (0..(w * h) as u32).collect();
-    fn root(parent: &mut [u32], mut p: u32) -> u32 {
-        while parent[p as usize] != p {
-            let up = parent[parent[p as usize] as usize];
-            parent[p as usize] = up;
-            p = up;
-        }
-        p
+    // Connected pieces: runs of one thing id along each row, joined (union-find over runs)
+    // with the runs of the row above that share their id and a column (4-connectivity).
+    struct Run {
+        id: u32,
+        y: usize,
+        x0: usize,
+        x1: usize,
     }
+    let mut runs: Vec<Run> = Vec::new();
+    let mut parent: Vec<u32> = Vec::new();
+    fn root(parent: &mut [u32], mut r: u32) -> u32 {
+        while parent[r as usize] != r {
+            let up = parent[parent[r as usize] as usize];
+            parent[r as usize] = up;
+            r = up;
+        }
+        r
+    }
+    let mut above = 0..0;
     for y in 0..h {
-        for x in 0..w {
-            let p = y * w + x;
-            let id = seg.ids[p];
-            if !is_thing(id) {
-                continue;
+        let row = &seg.ids[y * w..(y + 1) * w];
+        let start = runs.len();
+        let mut x = 0;
+        while x < w {
+            let (id, x0) = (row[x], x);
+            while x < w && row[x] == id {
+                x += 1;
             }
-            for q in [(x > 0).then(|| p - 1), (y > 0).then(|| p - w)].into_iter().flatten() {
-                if seg.ids[q] == id {
-                    let (a, b) = (root(&mut parent, p as u32), root(&mut parent, q as u32));
-                    if a != b {
-                        parent[a.max(b) as usize] = a.min(b);
-                    }
+            if is_thing(id) {
+                parent.push(runs.len() as u32);
+                runs.push(Run { id, y, x0, x1: x });
+            }
+        }
+        let (mut i, mut j) = (above.start, start);
+        while i < above.end && j < runs.len() {
+            let (a, b) = (&runs[i], &runs[j]);
+            if a.id == b.id && a.x0 < b.x1 && b.x0 < a.x1 {
+                let (ra, rb) = (root(&mut parent, i as u32), root(&mut parent, j as u32));
+                if ra != rb {
+                    parent[ra.max(rb) as usize] = ra.min(rb);
                 }
             }
+            if runs[i].x1 <= runs[j].x1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
         }
+        above = start..runs.len();
     }
-    // Pieces: area and box (x0, x1, y0, y1), per segment id.
+    // Pieces: area and box (x0, x1, y0, y1), per segment id, in the raster order of their
+    // first pixel.
     struct Piece {
         id: u32,
         area: u64,
         bbox: (i64, i64, i64, i64),
     }
-    let mut piece_of_root: HashMap<u32, usize> = HashMap::new();
+    let mut piece_of_root: Vec<u32> = vec![u32::MAX; runs.len()];
     let mut pieces: Vec<Piece> = Vec::new();
-    let mut piece_of_px: Vec<u32> = vec![u32::MAX; w * h];
-    for p in 0..w * h {
-        let id = seg.ids[p];
-        if !is_thing(id) {
-            continue;
+    let mut piece_of_run: Vec<u32> = Vec::with_capacity(runs.len());
+    for (r, run) in runs.iter().enumerate() {
+        let top = root(&mut parent, r as u32) as usize;
+        if piece_of_root[top] == u32::MAX {
+            pieces.push(Piece { id: run.id, area: 0, bbox: (i64::MAX, i64::MIN, i64::MAX, i64::MIN) });
+            piece_of_root[top] = (pieces.len() - 1) as u32;
         }
-        let r = root(&mut parent, p as u32);
-        let k = *piece_of_root.entry(r).or_insert_with(|| {
-            pieces.push(Piece { id, area: 0, bbox: (i64::MAX, i64::MIN, i64::MAX, i64::MIN) });
-            pieces.len() - 1
-        });
-        piece_of_px[p] = k as u32;
-        let (x, y) = ((p % w) as i64, (p / w) as i64);
+        let k = piece_of_root[top] as usize;
+        piece_of_run.push(k as u32);
         let pc = &mut pieces[k];
-        pc.area += 1;
-        pc.bbox = (pc.bbox.0.min(x), pc.bbox.1.max(x), pc.bbox.2.min(y), pc.bbox.3.max(y));
+        pc.area += (run.x1 - run.x0) as u64;
+        let (x0, x1, y) = (run.x0 as i64, run.x1 as i64 - 1, run.y as i64);
+        pc.bbox = (pc.bbox.0.min(x0), pc.bbox.1.max(x1), pc.bbox.2.min(y), pc.bbox.3.max(y));
     }
     let mut by_segment: HashMap<u32, Vec<usize>> = HashMap::new();
     for (k, pc) in pieces.iter().enumerate() {
@@ -786,11 +811,9 @@ fn split_far_pieces(seg: &mut Segmentation) -> Vec<(u32, u32)> {
     if out.is_empty() {
         return out;
     }
-    for (p, &k) in piece_of_px.iter().enumerate() {
-        if k != u32::MAX
-            && let Some(&n) = moved.get(&(k as usize))
-        {
-            seg.ids[p] = n;
+    for (run, &k) in runs.iter().zip(&piece_of_run) {
+        if let Some(&n) = moved.get(&(k as usize)) {
+            seg.ids[run.y * w + run.x0..run.y * w + run.x1].fill(n);
         }
     }
     // Area and box of every segment that lost or gained pieces.
@@ -844,20 +867,61 @@ fn bbox(px: &[u32], w: u32) -> (i64, i64, i64, i64) {
     b
 }
 
+/// Pixel counts per segment id, by table (ids are small), with the ids counted so far.
+struct Tally {
+    counts: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl Tally {
+    fn clear(&mut self) {
+        for &id in &self.touched {
+            self.counts[id as usize] = 0;
+        }
+        self.touched.clear();
+    }
+
+    /// Count one pixel of `id` (ids beyond the table belong to no segment: not counted).
+    fn add(&mut self, id: u32) {
+        if let Some(c) = self.counts.get_mut(id as usize) {
+            if *c == 0 {
+                self.touched.push(id);
+            }
+            *c += 1;
+        }
+    }
+
+    /// (id, count) of every id counted since the last clear.
+    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.touched.iter().map(|&id| (id, self.counts[id as usize]))
+    }
+}
+
 /// Count, for every id of `ids`, the pixels of `mask` moved by (`dx`, `dy`) that land on
 /// it (into `counts`); returns how many moved pixels stay inside the frame.
-fn overlaps(mask: &[u32], dx: i64, dy: i64, w: u32, h: u32, ids: &[u32], counts: &mut HashMap<u32, u32>) -> u32 {
+fn overlaps(mask: &[u32], dx: i64, dy: i64, w: u32, h: u32, ids: &[u32], counts: &mut Tally) -> u32 {
     counts.clear();
+    if (dx, dy) == (0, 0) {
+        // Unmoved: every pixel of a mask of this frame size is inside.
+        for &p in mask {
+            let id = ids[p as usize];
+            if id != 0 {
+                counts.add(id);
+            }
+        }
+        return mask.len() as u32;
+    }
     let mut inside = 0u32;
     for &p in mask {
-        let (x, y) = ((p % w) as i64 + dx, (p / w) as i64 + dy);
+        let row = p / w;
+        let (x, y) = ((p - row * w) as i64 + dx, row as i64 + dy);
         if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
             continue;
         }
         inside += 1;
         let id = ids[(y as usize) * (w as usize) + x as usize];
         if id != 0 {
-            *counts.entry(id).or_insert(0) += 1;
+            counts.add(id);
         }
     }
     inside
@@ -897,8 +961,9 @@ fn centroid(px: &[u32], w: u32) -> (f32, f32) {
     }
     let (mut sx, mut sy) = (0f64, 0f64);
     for &p in px {
-        sx += (p % w) as f64;
-        sy += (p / w) as f64;
+        let row = p / w;
+        sx += (p - row * w) as f64;
+        sy += row as f64;
     }
     let n = px.len() as f64;
     ((sx / n) as f32, (sy / n) as f32)

@@ -109,37 +109,6 @@ impl<'a> Frame<'a> {
         Ok(Frame { format, width, height, planes, strides })
     }
 
-    /// The colour of pixel (`x`, `y`) as R, G, B (YUV formats through
-    /// [`crate::preprocess::yuv_to_rgb`], as the preprocessing converts them). The pixel
-    /// must lie inside the frame.
-    #[inline]
-    pub fn rgb_at(&self, x: usize, y: usize) -> [u8; 3] {
-        let (p, s) = (&self.planes, &self.strides);
-        match self.format {
-            PixelFormat::Rgb => {
-                let i = y * s[0] + 3 * x;
-                [p[0][i], p[0][i + 1], p[0][i + 2]]
-            }
-            PixelFormat::Rgba => {
-                let i = y * s[0] + 4 * x;
-                [p[0][i], p[0][i + 1], p[0][i + 2]]
-            }
-            PixelFormat::Bgrx => {
-                let i = y * s[0] + 4 * x;
-                [p[0][i + 2], p[0][i + 1], p[0][i]]
-            }
-            PixelFormat::Nv12 => {
-                let (luma, c) = (p[0][y * s[0] + x] as i32, (y / 2) * s[1] + 2 * (x / 2));
-                crate::preprocess::yuv_to_rgb(luma, p[1][c] as i32, p[1][c + 1] as i32)
-            }
-            PixelFormat::I420 => {
-                let luma = p[0][y * s[0] + x] as i32;
-                let (u, v) = (p[1][(y / 2) * s[1] + x / 2] as i32, p[2][(y / 2) * s[2] + x / 2] as i32);
-                crate::preprocess::yuv_to_rgb(luma, u, v)
-            }
-        }
-    }
-
     /// A tightly packed single-plane frame (RGB, RGBA, BGRx).
     pub fn packed(format: PixelFormat, width: usize, height: usize, data: &'a [u8]) -> Result<Self> {
         if format.num_planes() != 1 {

@@ -940,7 +940,7 @@ pub fn colour_histogram(frame: &Frame<'_>, px: &[u32]) -> Option<Vec<f32>> {
     let mut hist = vec![0f32; LOOK_LEVELS * LOOK_LEVELS * LOOK_LEVELS];
     let mut n = 0u32;
     for &p in px.iter().step_by(step) {
-        let [r, g, b] = frame.rgb_at((p % w) as usize, (p / w) as usize);
+        let [r, g, b] = crate::preprocess::rgb_at(frame, (p % w) as usize, (p / w) as usize);
         let bin = (((r >> shift) as usize * LOOK_LEVELS) + (g >> shift) as usize) * LOOK_LEVELS + (b >> shift) as usize;
         hist[bin] += 1.0;
         n += 1;

@@ -333,7 +333,7 @@ impl Tracker {
         let centroids: Vec<(f32, f32)> = pixels.iter().map(|px| centroid(px, w)).collect();
         let looks: Vec<Option<Vec<f32>>> = pixels.iter().map(|px| frame.and_then(|f| colour_histogram(f, px))).collect();
         // How much segment `slot` looks like `track`: None when either has no appearance.
-        let resemblance = |track: &Track, slot: usize| -> Option<f32> {
+        let looks_like = |track: &Track, slot: usize| -> Option<f32> {
             match (&track.look, &looks[slot]) {
                 (Some(a), Some(b)) => Some(resemblance(a, b)),
                 _ => None,
@@ -379,7 +379,7 @@ impl Tracker {
                     // recent frames continues it as its stable label does (ranked just
                     // below); any other label only with a strong overlap.
                     let label = seg.segments[thing_idx[slot]].label_id;
-                    let familiar = track.is_familiar(label) || resemblance(track, slot).is_some_and(|r| r >= LOOK_SAME);
+                    let familiar = track.is_familiar(label) || looks_like(track, slot).is_some_and(|r| r >= LOOK_SAME);
                     let penalty = if label == track.label_id {
                         0.0
                     } else if familiar {
@@ -421,7 +421,7 @@ impl Tracker {
                 let (x0, x1) = (bx0 + predicted.0 - BOX_MARGIN, bx1 + predicted.0 + BOX_MARGIN);
                 let (y0, y1) = (by0 + predicted.1 - BOX_MARGIN, by1 + predicted.1 + BOX_MARGIN);
                 for (slot, px) in pixels.iter().enumerate() {
-                    let look = resemblance(track, slot);
+                    let look = looks_like(track, slot);
                     if px.is_empty()
                         || !(track.is_familiar(seg.segments[thing_idx[slot]].label_id) || look.is_some_and(|r| r >= LOOK_SAME))
                         || look.is_some_and(|r| r < LOOK_OTHER)
@@ -479,7 +479,7 @@ impl Tracker {
             let mut best: Option<(f32, usize)> = None;
             for &(t, m) in &matched_at {
                 let track = &self.tracks[t];
-                let r = resemblance(track, slot).unwrap_or(0.0);
+                let r = looks_like(track, slot).unwrap_or(0.0);
                 let d = ((c.0 - m.0).powi(2) + (c.1 - m.1).powi(2)).sqrt();
                 if r >= LOOK_SAME && d <= REID_RADIUS * track.peak.sqrt() && best.is_none_or(|(br, _)| r > br) {
                     best = Some((r, t));
@@ -499,7 +499,7 @@ impl Tracker {
                 // Appearance, when known, vouches for another label, for a track out of the
                 // picture and for a longer way; and it rules out an object that looks
                 // different.
-                let look = resemblance(track, slot);
+                let look = looks_like(track, slot);
                 let same_look = look.is_some_and(|r| r >= LOOK_SAME);
                 if track_taken[t]
                     || track.unseen <= 1

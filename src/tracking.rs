@@ -1263,19 +1263,11 @@ mod tests {
     fn a_lost_object_found_again_nearby_keeps_its_id_if_the_class_is_the_same() {
         for (label, continues) in [(0, true), (1, false)] {
             let mut t = Tracker::default();
-            let mut first = None;
-            for _ in 0..3 {
-                let mut s = frame(&[(2, 0, 5, 5, 6)]);
-                t.update(&mut s);
-                first = Some(track_of(&s, 2));
-            }
-            for _ in 0..4 {
-                t.update(&mut frame(&[]));
-            }
+            let first = seen_then_lost(&mut t, None);
             // Back 8 px to the right: no overlap with where it was, within 1.5 × its size.
             let mut s = frame(&[(2, label, 13, 5, 6)]);
             t.update(&mut s);
-            assert_eq!(Some(track_of(&s, 2)) == first, continues, "class {label}");
+            assert_eq!(track_of(&s, 2) == first, continues, "class {label}");
         }
         // Farther than 1.5 × its size: a new object.
         let mut t = Tracker::default();
@@ -1323,6 +1315,21 @@ mod tests {
         }
     }
 
+    /// A 6×6 thing of class 0 (segment 2) at (5, 5) for three frames, then four frames
+    /// without it; its track id.
+    fn seen_then_lost(t: &mut Tracker, colours: Option<&[(u32, [u8; 3])]>) -> u64 {
+        let mut id = None;
+        for _ in 0..3 {
+            let mut s = frame(&[(2, 0, 5, 5, 6)]);
+            see(t, &mut s, colours);
+            id = Some(track_of(&s, 2));
+        }
+        for _ in 0..4 {
+            see(t, &mut frame(&[]), colours);
+        }
+        id.unwrap()
+    }
+
     #[test]
     fn a_lost_object_that_looks_the_same_continues_across_a_class_change_and_a_longer_way() {
         // (class when back, x when back: 8 px away is within 1.5 × its size of 6 px, 15 px
@@ -1331,19 +1338,11 @@ mod tests {
             for colours in [true, false] {
                 let paint: Option<&[(u32, [u8; 3])]> = if colours { Some(&[(2, RED)]) } else { None };
                 let mut t = Tracker::default();
-                let mut first = None;
-                for _ in 0..3 {
-                    let mut s = frame(&[(2, 0, 5, 5, 6)]);
-                    see(&mut t, &mut s, paint);
-                    first = Some(track_of(&s, 2));
-                }
-                for _ in 0..4 {
-                    see(&mut t, &mut frame(&[]), paint);
-                }
+                let first = seen_then_lost(&mut t, paint);
                 let mut s = frame(&[(2, label, x, 5, 6)]);
                 see(&mut t, &mut s, paint);
                 let expected = if colours { with } else { without };
-                assert_eq!(Some(track_of(&s, 2)) == first, expected, "class {label}, x {x}, colours {colours}");
+                assert_eq!(track_of(&s, 2) == first, expected, "class {label}, x {x}, colours {colours}");
             }
         }
     }
@@ -1352,19 +1351,11 @@ mod tests {
     fn a_lost_object_is_not_taken_for_one_that_looks_different() {
         for (colour, continues) in [(RED, true), (BLUE, false)] {
             let mut t = Tracker::default();
-            let mut first = None;
-            for _ in 0..3 {
-                let mut s = frame(&[(2, 0, 5, 5, 6)]);
-                see(&mut t, &mut s, Some(&[(2, RED)]));
-                first = Some(track_of(&s, 2));
-            }
-            for _ in 0..4 {
-                see(&mut t, &mut frame(&[]), Some(&[]));
-            }
+            let first = seen_then_lost(&mut t, Some(&[(2, RED)]));
             // Same class, 8 px away: masks and motion alone would continue the track.
             let mut s = frame(&[(2, 0, 13, 5, 6)]);
             see(&mut t, &mut s, Some(&[(2, colour)]));
-            assert_eq!(Some(track_of(&s, 2)) == first, continues, "{colour:?}");
+            assert_eq!(track_of(&s, 2) == first, continues, "{colour:?}");
         }
     }
 
